@@ -1,0 +1,273 @@
+"""The HW3 data layout: reading, validating and converting it to COCO.
+
+Layout::
+
+    DATA_ROOT/train/<name>/image.tif            RGBA (or RGB, grey) uint8/uint16
+    DATA_ROOT/train/<name>/class{1..4}.tif      instance-id maps, 0 = background
+    DATA_ROOT/test_release/<file>.tif
+    DATA_ROOT/test_image_name_to_ids.json       [{file_name, id, height, width}, ...]
+
+Every non-zero value of ``classK.tif`` is one instance of class K. Real masks are float64; any
+integer dtype is accepted too. A class file may be absent (no instance of that class).
+
+Image conversion rules (the same for training, testing and prediction):
+
+- RGBA: the alpha channel is dropped (real HW3 images have alpha 255 everywhere; a partly
+  transparent image is converted the same way and a warning names it).
+- grey (HxW or HxWx1): replicated to three channels.
+- uint16: rescaled linearly from the image's own [min, max] to [0, 255]. Microscopy 16-bit data
+  rarely uses the full range (12-bit cameras), so a fixed ``>> 8`` would leave it nearly black.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import tifffile
+from scipy import ndimage
+
+from cellseg.submission import ImageInfo, load_id_map
+
+CLASS_NAMES = ('class1', 'class2', 'class3', 'class4')
+IMAGE_FILE = 'image.tif'
+TEST_DIR = 'test_release'
+TEST_ID_MAP = 'test_image_name_to_ids.json'
+TIFF_SUFFIXES = ('.tif', '.tiff')
+_CLASS_FILE = re.compile(r'^class(\d+)\.tiff?$', re.IGNORECASE)
+
+logger = logging.getLogger(__name__)
+
+
+class HW3FormatError(ValueError):
+    """A file of an HW3 data root is unreadable or breaks the format; the message names it."""
+
+
+@dataclass(frozen=True)
+class TrainSample:
+    """One ``train/<name>/`` folder: its image and the class files present (class id -> path)."""
+
+    name: str
+    image_path: Path
+    class_paths: dict[int, Path] = field(default_factory=dict)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    try:
+        return tifffile.imread(path)
+    except Exception as e:  # tifffile raises many types for empty, truncated or foreign files
+        raise HW3FormatError(f'{path}: cannot read as TIFF ({type(e).__name__}: {e})') from e
+
+
+def tiff_shape(path: str | Path) -> tuple[int, int]:
+    """Height and width of a TIFF from its header, without decoding the pixels."""
+    path = Path(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shape = tif.series[0].shape
+            axes = tif.series[0].axes
+    except Exception as e:
+        raise HW3FormatError(f'{path}: cannot read as TIFF ({type(e).__name__}: {e})') from e
+    if 'Y' not in axes or 'X' not in axes:
+        raise HW3FormatError(f'{path}: not a 2-D image (axes {axes}, shape {shape})')
+    return int(shape[axes.index('Y')]), int(shape[axes.index('X')])
+
+
+def to_rgb_uint8(pixels: np.ndarray, source: str | Path = '<array>') -> np.ndarray:
+    """Convert grey/RGB/RGBA, uint8/uint16 pixels to HxWx3 uint8 RGB (rules in the module doc)."""
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    elif pixels.ndim == 3 and pixels.shape[-1] == 4:
+        alpha = pixels[..., 3]
+        if alpha.min() != alpha.max():
+            logger.warning('%s: alpha channel is not uniform; it is ignored (pixels are used as '
+                           'they are, not composited)', source)
+        pixels = pixels[..., :3]
+    elif not (pixels.ndim == 3 and pixels.shape[-1] == 3):
+        raise HW3FormatError(f'{source}: expected a grey, RGB or RGBA image, got shape '
+                             f'{pixels.shape}')
+    if pixels.dtype == np.uint8:
+        return np.ascontiguousarray(pixels)
+    if pixels.dtype == np.uint16:
+        lo, hi = int(pixels.min()), int(pixels.max())
+        if hi == lo:
+            return np.zeros(pixels.shape, np.uint8)
+        scaled = (pixels.astype(np.float32) - lo) * (255.0 / (hi - lo))
+        return np.rint(scaled).astype(np.uint8)
+    raise HW3FormatError(f'{source}: unsupported pixel type {pixels.dtype} (uint8 or uint16 '
+                         'expected)')
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file (TIFF, PNG, JPEG) as HxWx3 uint8 RGB."""
+    path = Path(path)
+    if not path.is_file():
+        raise HW3FormatError(f'{path}: image file not found')
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        pixels = _read_tiff(path)
+    else:
+        import cv2  # only non-TIFF images need OpenCV's decoders
+
+        pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if pixels is None:
+            raise HW3FormatError(f'{path}: cannot decode image')
+        if pixels.ndim == 3:  # OpenCV decodes to BGR(A)
+            pixels = pixels[..., [2, 1, 0, 3][: pixels.shape[-1]]]
+    if pixels.ndim >= 2 and min(pixels.shape[:2]) == 0:
+        raise HW3FormatError(f'{path}: image is empty (shape {pixels.shape})')
+    return to_rgb_uint8(pixels, path)
+
+
+def read_instance_map(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
+    """Read one ``classK.tif`` as an int64 HxW id map and check it.
+
+    Raises HW3FormatError naming the file for a shape other than ``shape``, non-finite, negative
+    or fractional values.
+    """
+    path = Path(path)
+    values = _read_tiff(path)
+    if values.ndim == 3 and values.shape[-1] == 1:
+        values = values[..., 0]
+    if values.shape != tuple(shape):
+        raise HW3FormatError(f'{path}: mask shape {values.shape} differs from its image '
+                             f'{tuple(shape)}')
+    if values.dtype.kind == 'f':
+        if not np.isfinite(values).all():
+            raise HW3FormatError(f'{path}: mask holds NaN or infinite values')
+        if (values < 0).any():
+            raise HW3FormatError(f'{path}: mask holds negative instance ids')
+        if (values != np.floor(values)).any():
+            raise HW3FormatError(f'{path}: mask holds fractional instance ids (e.g. '
+                                 f'{values[values != np.floor(values)][0]!r})')
+    elif values.dtype.kind in 'iu':
+        if values.dtype.kind == 'i' and (values < 0).any():
+            raise HW3FormatError(f'{path}: mask holds negative instance ids')
+    elif values.dtype.kind == 'b':
+        values = values.astype(np.uint8)
+    else:
+        raise HW3FormatError(f'{path}: unsupported mask type {values.dtype}')
+    return values.astype(np.int64)
+
+
+def class_files(sample_dir: str | Path) -> dict[int, Path]:
+    """The ``classK.tif`` files of a train folder, by class id; unknown class numbers are errors."""
+    found: dict[int, Path] = {}
+    for p in sorted(Path(sample_dir).iterdir()):
+        m = _CLASS_FILE.match(p.name)
+        if not m:
+            continue
+        k = int(m.group(1))
+        if not 1 <= k <= len(CLASS_NAMES):
+            raise HW3FormatError(f'{p}: unknown class file (classes are class1..class'
+                                 f'{len(CLASS_NAMES)})')
+        if k in found:
+            raise HW3FormatError(f'{p}: class {k} given twice ({found[k].name} and {p.name})')
+        found[k] = p
+    return found
+
+
+def list_train_samples(data_root: str | Path) -> list[TrainSample]:
+    """All ``train/<name>/`` folders, sorted by name so image ids are stable across runs."""
+    train_dir = Path(data_root) / 'train'
+    if not train_dir.is_dir():
+        raise HW3FormatError(f'{train_dir}: no train folder (expected train/<name>/image.tif)')
+    samples = []
+    for d in sorted(p for p in train_dir.iterdir() if p.is_dir()):
+        image_path = d / IMAGE_FILE
+        if not image_path.is_file():
+            raise HW3FormatError(f'{d}: no {IMAGE_FILE} in this train folder')
+        samples.append(TrainSample(d.name, image_path, class_files(d)))
+    if not samples:
+        raise HW3FormatError(f'{train_dir}: holds no image folders')
+    return samples
+
+
+def iter_instances(labels: np.ndarray) -> Iterator[tuple[int, tuple[slice, slice]]]:
+    """(id, bounding slices) of each non-zero id of an id map, in increasing id order."""
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return
+    # find_objects allocates one slot per id up to the largest, so relabel sparse ids densely
+    if ids[-1] > 4 * ids.size + 1024:
+        dense = np.searchsorted(ids, labels).astype(np.int32) + 1
+        dense[labels == 0] = 0
+        slices = ndimage.find_objects(dense)
+        for i, sl in enumerate(slices):
+            yield int(ids[i]), sl
+        return
+    slices = ndimage.find_objects(labels.astype(np.int32, copy=False))
+    for i in ids:
+        yield int(i), slices[i - 1]
+
+
+def encode_instance_map(labels: np.ndarray) -> list[dict]:
+    """RLE-encode every instance of one id map: ``[{'id', 'segmentation', 'bbox', 'area'}]``.
+
+    Each instance is painted into one reused Fortran-ordered buffer over its bounding box only, so
+    the cost is one encode pass per instance and no per-instance full-size allocation.
+    """
+    h, w = labels.shape
+    buf = np.zeros((h, w), dtype=np.uint8, order='F')
+    out = []
+    for inst_id, sl in iter_instances(labels):
+        buf[sl] = labels[sl] == inst_id
+        rle = mask_utils.encode(buf)
+        buf[sl] = 0
+        rle['counts'] = rle['counts'].decode('ascii')
+        out.append(dict(id=inst_id, segmentation=rle,
+                        bbox=[float(v) for v in mask_utils.toBbox(rle)],
+                        area=float(mask_utils.area(rle))))
+    return out
+
+
+def categories() -> list[dict]:
+    return [dict(id=i + 1, name=name) for i, name in enumerate(CLASS_NAMES)]
+
+
+def convert_sample(sample: TrainSample) -> tuple[tuple[int, int], list[dict]]:
+    """Image shape and the COCO-style instances (with ``category_id``) of one train folder.
+
+    Class maps are read one at a time, so memory holds one map plus its RLEs, never all masks.
+    """
+    shape = tiff_shape(sample.image_path)
+    instances = []
+    for k, path in sorted(sample.class_paths.items()):
+        for inst in encode_instance_map(read_instance_map(path, shape)):
+            inst['category_id'] = k
+            instances.append(inst)
+    return shape, instances
+
+
+def test_image_infos(data_root: str | Path) -> list[ImageInfo]:
+    """Entries of ``test_image_name_to_ids.json``, checked against ``test_release/``.
+
+    A listed file that is missing, or whose size differs from the map, is an error naming it; a
+    file present but not listed cannot be submitted and is logged as skipped.
+    """
+    root = Path(data_root)
+    map_path = root / TEST_ID_MAP
+    id_map = load_id_map(map_path)
+    test_dir = root / TEST_DIR
+    listed = {info.file_name for info in id_map.values()}
+    for info in id_map.values():
+        path = test_dir / info.file_name
+        if not path.is_file():
+            raise HW3FormatError(f'{path}: listed in {map_path} (id {info.id}) but missing')
+        h, w = tiff_shape(path) if path.suffix.lower() in TIFF_SUFFIXES else read_image(
+            path).shape[:2]
+        if (h, w) != (info.height, info.width):
+            raise HW3FormatError(f'{path}: size {h}x{w} differs from {map_path} '
+                                 f'({info.height}x{info.width})')
+    if test_dir.is_dir():
+        for p in sorted(test_dir.iterdir()):
+            if p.is_file() and p.name not in listed:
+                logger.warning('%s: not listed in %s, skipped (no id to submit it under)', p,
+                               map_path)
+    return sorted(id_map.values(), key=lambda info: info.id)

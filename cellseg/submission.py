@@ -1,0 +1,348 @@
+"""The CodaBench submission: its format, a checker that lists every problem, and writing it.
+
+The test set is described by ``test_image_name_to_ids.json``, a JSON list of
+``{"file_name": "x.tif", "id": int, "height": int, "width": int}``. A submission is a zip holding
+``test-results.json`` at its root, a COCO results list of::
+
+    {"image_id": int, "category_id": 1..4, "bbox": [x, y, w, h], "score": 0..1,
+     "segmentation": {"size": [h, w], "counts": str}}
+
+MMDetection's ``CocoMetric(format_only=True, outfile_prefix=P)`` writes ``P.segm.json`` in exactly
+this format; ``tools/test.py`` loads it and hands it to :func:`write_submission`.
+
+This module depends only on the standard library, numpy, pycocotools and :mod:`cellseg.fileio`, so
+the checker can run without MMDetection installed.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import numbers
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pycocotools.mask as mask_utils
+
+from cellseg.fileio import atomic_write_bytes
+
+SUBMISSION_JSON = 'test-results.json'
+SUBMISSION_ZIP = 'submission.zip'
+ID_MAP_JSON = 'test_image_name_to_ids.json'
+NUM_CLASSES = 4
+RESULT_KEYS = ('image_id', 'category_id', 'bbox', 'score', 'segmentation')
+ID_MAP_KEYS = ('file_name', 'id', 'height', 'width')
+
+# Compressed COCO RLE (maskApi.c rleToString): each run is stored as 5-bit groups, one character
+# per group, offset by 48, so every character lies in '0'..'o'; bit 0x20 means "more groups follow".
+_RLE_FIRST, _RLE_LAST = 48, 48 + 63
+
+
+class SubmissionError(ValueError):
+    """A submission or an id map breaks the format; the message lists every problem found."""
+
+
+class ImageInfo(NamedTuple):
+    """One entry of ``test_image_name_to_ids.json``."""
+
+    file_name: str
+    id: int
+    height: int
+    width: int
+
+
+def _is_int(v: Any) -> bool:
+    # bool is an int subclass, but `true` as an id is a bug, not an id; numpy ints are Integral.
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _short(v: Any, limit: int = 40) -> str:
+    """``repr`` cut to ``limit`` characters: messages must stay readable for huge RLEs."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit - 3] + '...'
+
+
+def _raise_problems(what: str, problems: Sequence[str], max_problems: int) -> None:
+    if not problems:
+        return
+    n = len(problems)
+    shown = list(problems[:max(max_problems, 0)])
+    lines = [f'{what}: {n} problem{"" if n == 1 else "s"}:'] + [f'  {p}' for p in shown]
+    if n > len(shown):
+        lines.append(f'  ... and {n - len(shown)} more')
+    raise SubmissionError('\n'.join(lines))
+
+
+def load_id_map(path: str | Path) -> dict[int, ImageInfo]:
+    """Read ``test_image_name_to_ids.json`` into ``{id: ImageInfo}``.
+
+    Raises :class:`SubmissionError` (a ``ValueError``) whose message starts with the file's path:
+    unreadable or not JSON, not a non-empty list, an entry that is not an object, misses a key or
+    has a value of the wrong type, non-positive height/width, duplicate ids or file names.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding='utf-8'))
+    except OSError as e:
+        # SubmissionError rather than OSError: callers report ValueErrors as data problems.
+        raise SubmissionError(f'{path}: cannot read ({type(e).__name__}: {e})') from e
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise SubmissionError(f'{path}: not valid JSON ({e})') from e
+    if not isinstance(data, list):
+        raise SubmissionError(f'{path}: expected a JSON list of {{file_name, id, height, width}} '
+                              f'objects, got {type(data).__name__}')
+    if not data:
+        raise SubmissionError(f'{path}: the list is empty (no test image to submit)')
+
+    problems: list[str] = []
+    infos: dict[int, ImageInfo] = {}
+    first_of_id: dict[int, int] = {}
+    first_of_name: dict[str, int] = {}
+    for i, e in enumerate(data):
+        if not isinstance(e, dict):
+            problems.append(f'entry {i}: not an object (got {type(e).__name__})')
+            continue
+        missing = [k for k in ID_MAP_KEYS if k not in e]
+        if missing:
+            problems.append(f'entry {i}: missing key{"s" if len(missing) > 1 else ""} '
+                            + ', '.join(repr(k) for k in missing))
+            continue
+        ok = True
+        name, image_id = e['file_name'], e['id']
+        if not isinstance(name, str) or not name:
+            problems.append(f'entry {i}: file_name must be a non-empty string, got {_short(name)}')
+            ok = False
+        if not _is_int(image_id):
+            problems.append(f'entry {i}: id must be an int, got {_short(image_id)}')
+            ok = False
+        for k in ('height', 'width'):
+            if not _is_int(e[k]) or e[k] <= 0:
+                problems.append(f'entry {i}: {k} must be a positive int, got {_short(e[k])}')
+                ok = False
+        if _is_int(image_id):
+            if image_id in first_of_id:
+                problems.append(f'entry {i}: duplicate id {image_id} '
+                                f'(also entry {first_of_id[image_id]})')
+                ok = False
+            else:
+                first_of_id[int(image_id)] = i
+        if isinstance(name, str) and name:
+            if name in first_of_name:
+                problems.append(f'entry {i}: duplicate file_name {name!r} '
+                                f'(also entry {first_of_name[name]})')
+                ok = False
+            else:
+                first_of_name[name] = i
+        if ok:
+            infos[int(image_id)] = ImageInfo(name, int(image_id), int(e['height']), int(e['width']))
+    _raise_problems(str(path), problems, max_problems=20)
+    return infos
+
+
+def _rle_problem(counts: bytes, height: int, width: int) -> str | None:
+    """Why ``counts`` is not a compressed RLE of a ``height`` x ``width`` mask, or None if it is.
+
+    pycocotools does not check this itself: ``area``/``toBbox`` return nonsense for garbage and
+    ``decode`` of an empty string returns uninitialised memory. So the string is parsed here as
+    maskApi.c ``rleFrString`` does, and the runs must be non-negative and cover exactly h*w pixels.
+    """
+    runs: list[int] = []
+    x = shift = 0
+    for pos, byte in enumerate(counts):
+        if not _RLE_FIRST <= byte <= _RLE_LAST:
+            return (f'character {chr(byte)!r} at offset {pos} is outside the RLE alphabet '
+                    f"'0'..'o'")
+        c = byte - _RLE_FIRST
+        x |= (c & 0x1F) << shift
+        shift += 5
+        if c & 0x20:
+            continue
+        if c & 0x10:  # sign bit of the last group: the value is negative (a delta)
+            x -= 1 << shift
+        # Runs after the third are stored as differences from the run two places earlier.
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            return f'run {len(runs)} has negative length {x}'
+        runs.append(x)
+        x = shift = 0
+    if shift:
+        return 'the string ends inside a run (truncated)'
+    total = sum(runs)
+    if total != height * width:
+        return f'the runs cover {total} pixels, not {height}*{width} = {height * width}'
+    return None
+
+
+def _segmentation_problems(seg: Any, info: ImageInfo | None) -> list[str]:
+    if not isinstance(seg, dict):
+        return [f'segmentation must be an RLE object {{size, counts}}, got {type(seg).__name__} '
+                '(polygons are not accepted)']
+    missing = [k for k in ('size', 'counts') if k not in seg]
+    if missing:
+        return ['segmentation misses ' + ', '.join(repr(k) for k in missing)]
+    problems = []
+    size, counts = seg['size'], seg['counts']
+    size_ok = (isinstance(size, (list, tuple)) and len(size) == 2
+               and all(_is_int(v) and v >= 0 for v in size))
+    if not size_ok:
+        problems.append(f'segmentation size must be [height, width], got {_short(size)}')
+    elif info is not None and [int(size[0]), int(size[1])] != [info.height, info.width]:
+        hint = ' (transposed?)' if [size[1], size[0]] == [info.height, info.width] else ''
+        problems.append(f'segmentation size {[int(v) for v in size]} differs from the image size '
+                        f'[{info.height}, {info.width}] of {info.file_name!r}{hint}')
+    if isinstance(counts, str):
+        try:
+            raw = counts.encode('ascii')
+        except UnicodeEncodeError:
+            problems.append('segmentation counts holds non-ASCII characters (not a COCO RLE)')
+            return problems
+    elif isinstance(counts, bytes):
+        raw = counts
+    else:
+        # A list is an uncompressed RLE; the scorer expects the compressed string.
+        problems.append(f'segmentation counts must be a compressed RLE string, got '
+                        f'{type(counts).__name__}')
+        return problems
+    if size_ok:
+        # Check against the size the entry claims: a wrong size is its own problem above.
+        h, w = int(size[0]), int(size[1])
+        why = _rle_problem(raw, h, w)
+        if why is None:
+            try:  # the scorer decodes with pycocotools: make sure it takes this object too
+                mask_utils.area({'size': [h, w], 'counts': raw})
+            except Exception as e:  # pycocotools raises TypeError/ValueError/... for bad input
+                why = f'pycocotools rejects it ({type(e).__name__}: {e})'
+        if why is not None:
+            problems.append(f'segmentation counts {_short(counts, 30)} is not a valid RLE: {why}')
+    return problems
+
+
+def _entry_problems(entry: Any, id_map: dict[int, ImageInfo]) -> list[str]:
+    if not isinstance(entry, dict):
+        return [f'not an object (got {type(entry).__name__})']
+    missing = [k for k in RESULT_KEYS if k not in entry]
+    if missing:
+        return [f'missing key{"s" if len(missing) > 1 else ""} '
+                + ', '.join(repr(k) for k in missing)]
+    problems = []
+    image_id, cat, bbox, score = (entry[k] for k in RESULT_KEYS[:4])
+    info = None
+    if not _is_int(image_id):
+        problems.append(f'image_id must be an int, got {_short(image_id)}')
+    elif image_id not in id_map:
+        problems.append(f'image_id {image_id} is not in {ID_MAP_JSON}')
+    else:
+        info = id_map[image_id]
+    if not _is_int(cat) or not 1 <= cat <= NUM_CLASSES:
+        problems.append(f'category_id must be an int in 1..{NUM_CLASSES}, got {_short(cat)}')
+    if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+            or not all(_is_real(v) and math.isfinite(v) for v in bbox)):
+        problems.append(f'bbox must be 4 finite numbers [x, y, w, h], got {_short(bbox)}')
+    elif bbox[2] < 0 or bbox[3] < 0:
+        problems.append(f'bbox width and height must be >= 0, got {_short(bbox)}')
+    if not _is_real(score) or not math.isfinite(score) or not 0 <= score <= 1:
+        problems.append(f'score must be a finite number in [0, 1], got {_short(score)}')
+    problems += _segmentation_problems(entry['segmentation'], info)
+    return problems
+
+
+def validate_submission(results: list[dict], id_map: dict[int, ImageInfo],
+                        max_problems: int = 20) -> None:
+    """Check every entry of a COCO results list against the test images of ``id_map``.
+
+    Raises :class:`SubmissionError` listing the first ``max_problems`` problems and a count of the
+    rest. Extra keys in an entry are allowed (they are dropped when written). An empty list passes:
+    it is a valid (zero-scoring) submission, and the caller should warn about it.
+    """
+    if not isinstance(results, (list, tuple)):
+        raise SubmissionError(f'{SUBMISSION_JSON}: expected a list of results, '
+                              f'got {type(results).__name__}')
+    problems = [f'entry {i}: {p}' for i, e in enumerate(results)
+                for p in _entry_problems(e, id_map)]
+    _raise_problems(SUBMISSION_JSON, problems, max_problems)
+
+
+def _normalized(entry: dict) -> dict:
+    """The entry with only the five keys and plain JSON types (numpy scalars, bytes converted)."""
+    seg = entry['segmentation']
+    counts = seg['counts']
+    return {
+        'image_id': int(entry['image_id']),
+        'category_id': int(entry['category_id']),
+        'bbox': [float(v) for v in entry['bbox']],
+        'score': float(entry['score']),
+        'segmentation': {'size': [int(v) for v in seg['size']],
+                         'counts': counts.decode('ascii') if isinstance(counts, bytes) else counts},
+    }
+
+
+def submission_paths(out_path: str | Path) -> tuple[Path, Path]:
+    """``(json_path, zip_path)`` for ``out_path``: a ``.zip`` file path or a directory."""
+    out_path = Path(out_path)
+    if out_path.suffix.lower() == '.zip' and not out_path.is_dir():
+        return out_path.parent / SUBMISSION_JSON, out_path
+    if out_path.exists() and not out_path.is_dir():
+        raise SubmissionError(f'{out_path}: exists and is not a directory; give a folder or a '
+                              '.zip path for the submission')
+    return out_path / SUBMISSION_JSON, out_path / SUBMISSION_ZIP
+
+
+def write_submission(results: list[dict], out_path: str | Path,
+                     id_map: dict[int, ImageInfo]) -> tuple[Path, Path]:
+    """Validate ``results``, then write ``test-results.json`` and the zip holding it.
+
+    ``out_path`` ending in ``.zip``: the zip goes there and the JSON beside it. Otherwise it is a
+    directory (created if needed) receiving ``test-results.json`` and ``submission.zip``. The zip
+    holds one member, ``test-results.json``, at its root (where CodaBench reads it). Nothing is
+    written if validation fails, and a failure while writing leaves neither file at its final path.
+    Returns ``(json_path, zip_path)``.
+    """
+    json_path, zip_path = submission_paths(out_path)
+    validate_submission(results, id_map)
+    # Everything is serialised in memory first, so a failure here touches no file.
+    data = json.dumps([_normalized(e) for e in results], separators=(',', ':'),
+                      allow_nan=False).encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w', compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(SUBMISSION_JSON, data)
+    zip_bytes = buf.getvalue()
+
+    atomic_write_bytes(json_path, data)
+    try:
+        atomic_write_bytes(zip_path, zip_bytes)
+    except BaseException:
+        # The JSON alone would look like a finished run whose zip is missing or stale.
+        json_path.unlink(missing_ok=True)
+        raise
+    return json_path, zip_path
+
+
+def _fmt_counts(counter: Counter, keys: Iterable[int]) -> str:
+    return ', '.join(f'class{k} {counter.get(k, 0)}' for k in keys)
+
+
+def summarize_submission(results: list[dict], id_map: dict[int, ImageInfo]) -> str:
+    """One short paragraph: entries, images with detections / total, per-class counts, scores."""
+    total = len(id_map)
+    if not results:
+        return (f'0 entries: no detection on any of the {total} test images '
+                '(WARNING: an empty submission scores 0).')
+    images = {e.get('image_id') for e in results} & set(id_map)
+    per_class = Counter(e.get('category_id') for e in results)
+    scores = [float(e['score']) for e in results if _is_real(e.get('score'))]
+    classes = sorted(set(range(1, NUM_CLASSES + 1)) | {k for k in per_class if _is_int(k)})
+    text = (f'{len(results)} entries on {len(images)}/{total} test images '
+            f'({total - len(images)} without any detection); per class: '
+            f'{_fmt_counts(per_class, classes)}')
+    if scores:
+        mean = sum(scores) / len(scores)
+        text += f'; scores {min(scores):.3f}..{max(scores):.3f} (mean {mean:.3f})'
+    return text + '.'
