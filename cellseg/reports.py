@@ -1,0 +1,55 @@
+"""Reading a work dir's logged metrics back, and the k-fold table."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+LEADERBOARD_KEY = 'coco/segm_mAP_50'
+
+
+def read_scalars(work_dir: str | Path) -> list[dict]:
+    """Every row mmengine's LocalVisBackend logged under ``work_dir/*/vis_data/scalars.json``,
+    in run order (a resumed run appends a new timestamped folder)."""
+    rows = []
+    for path in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
+        with open(path) as f:
+            rows.extend(json.loads(line) for line in f if line.strip())
+    return rows
+
+
+def validation_rows(work_dir: str | Path, key: str = LEADERBOARD_KEY) -> list[dict]:
+    """The rows holding validation metrics (those with ``key``)."""
+    return [r for r in read_scalars(work_dir) if key in r]
+
+
+def best_validation(work_dir: str | Path, key: str = LEADERBOARD_KEY) -> dict:
+    """The validation row with the highest ``key``; errors name the work dir if there is none."""
+    rows = validation_rows(work_dir, key)
+    if not rows:
+        raise FileNotFoundError(f'{work_dir}: no validation metrics ({key}) logged yet')
+    return max(rows, key=lambda r: r[key])
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def fold_table(best_rows: list[dict], class_names: tuple[str, ...]) -> str:
+    """Markdown table of segm AP, AP50 and per-class AP50 per fold, with mean and std."""
+    cols = ['coco/segm_mAP', 'coco/segm_mAP_50'] + [f'coco/segm_{c}_mAP_50' for c in class_names]
+    head = ['fold', 'epoch', 'AP', 'AP50'] + [f'{c} AP50' for c in class_names]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for f, row in enumerate(best_rows):
+        cells = [str(f), str(row.get('epoch', '?'))]
+        cells += [f'{row[c]:.3f}' if c in row else 'n/a' for c in cols]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    for label, pick in (('mean', 0), ('std', 1)):
+        cells = [label, '']
+        for c in cols:
+            vals = [r[c] for r in best_rows if c in r and not math.isnan(r[c])]
+            cells.append(f'{_mean_std(vals)[pick]:.3f}' if vals else 'n/a')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)

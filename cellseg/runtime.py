@@ -1,0 +1,148 @@
+"""Config adjustments the command lines share: data paths, device fallbacks, the submission run."""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Any
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+from cellseg.hw3 import TEST_DIR, TEST_ID_MAP
+
+_LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+_EVALUATORS = ('val_evaluator', 'test_evaluator')
+TEST_ANN = 'test.json'
+
+
+def _datasets(loader: Any) -> list[ConfigDict]:
+    """The leaf dataset configs of a dataloader (through RepeatDataset/ConcatDataset wrappers)."""
+    out, todo = [], [loader.get('dataset')] if loader else []
+    while todo:
+        ds = todo.pop()
+        if ds is None:
+            continue
+        if 'datasets' in ds:
+            todo.extend(ds['datasets'])
+        elif 'dataset' in ds:
+            todo.append(ds['dataset'])
+        else:
+            out.append(ds)
+    return out
+
+
+def _evaluators(cfg: Config) -> list[ConfigDict]:
+    out = []
+    for key in _EVALUATORS:
+        ev = cfg.get(key)
+        out.extend(ev if isinstance(ev, list) else [ev] if ev else [])
+    return out
+
+
+def set_data_paths(cfg: Config, data_root: str | None = None,
+                   ann_dir: str | None = None) -> None:
+    """Point every dataloader and evaluator at another HW3 data root and/or annotation folder.
+
+    Annotation files keep their names (``fold0_train.json``, ...) and move to ``ann_dir``, or to
+    ``DATA_ROOT/annotations/`` when only ``data_root`` is given. This lets one config serve data
+    anywhere, e.g. a read-only data root with annotations written elsewhere.
+    """
+    if data_root is None and ann_dir is None:
+        return
+    if data_root is not None:
+        data_root = osp.join(data_root, '')
+        cfg.data_root = data_root
+    for key in _LOADERS:
+        for ds in _datasets(cfg.get(key)):
+            if data_root is not None:
+                ds.data_root = data_root
+            target = ann_dir if ann_dir is not None else osp.join(ds.data_root, 'annotations')
+            if ds.get('ann_file'):
+                ds.ann_file = osp.abspath(osp.join(target, osp.basename(ds.ann_file)))
+    for ev in _evaluators(cfg):
+        if ev.get('ann_file'):
+            target = ann_dir if ann_dir is not None else osp.join(cfg.data_root, 'annotations')
+            ev.ann_file = osp.abspath(osp.join(target, osp.basename(ev.ann_file)))
+
+
+def adapt_to_cpu(cfg: Config) -> list[str]:
+    """Make a GPU config run on a machine without CUDA; return what was changed, to be logged.
+
+    - ``AmpOptimWrapper`` becomes ``OptimWrapper``: mmengine's AMP wrapper asserts a GPU, and the
+      recipe asks for AMP (kept as is on GPUs).
+    - The distributed backend ``nccl`` becomes ``gloo``, so ``tools/dist_train.sh`` runs several
+      CPU processes.
+    Call before building the runner; log once the runner's logger exists.
+    """
+    if torch.cuda.is_available():
+        return []
+    changes = []
+    wrapper = cfg.get('optim_wrapper')
+    if wrapper and wrapper.get('type') == 'AmpOptimWrapper':
+        for amp_only in ('loss_scale', 'dtype', 'use_fsdp'):
+            wrapper.pop(amp_only, None)
+        wrapper.type = 'OptimWrapper'
+        changes.append('No CUDA device: training in float32 with OptimWrapper instead of the '
+                       "config's AmpOptimWrapper (mixed precision needs a GPU).")
+    dist_cfg = cfg.get('env_cfg', {}).get('dist_cfg')
+    if cfg.get('launcher', 'none') != 'none' and dist_cfg and dist_cfg.get('backend') == 'nccl':
+        dist_cfg.backend = 'gloo'
+        changes.append('No CUDA device: distributed backend gloo instead of nccl.')
+    return changes
+
+
+def test_dataset_root(cfg: Config) -> str:
+    """The data root of the test dataloader's dataset."""
+    return _datasets(cfg.test_dataloader)[0].data_root
+
+
+def configure_submission_run(cfg: Config, outfile_prefix: str,
+                             ann_dir: str | None = None) -> tuple[str, str]:
+    """Switch the test loop to the competition's test images, writing mmdet's COCO results JSON.
+
+    The test images come from ``test.json`` (written by ``hw3_to_coco.py`` from the test id map,
+    so it carries the ids CodaBench expects). Returns the paths of ``test.json`` and of the id map.
+    """
+    data_root = test_dataset_root(cfg)
+    ann_path = osp.abspath(osp.join(ann_dir or osp.join(data_root, 'annotations'), TEST_ANN))
+    id_map = osp.join(data_root, TEST_ID_MAP)
+    for path, what in ((ann_path, 'run data_prep/hw3_to_coco.py on the data root first'),
+                       (id_map, 'the competition test set comes with it')):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{path}: not found ({what})')
+    for ds in _datasets(cfg.test_dataloader):
+        ds.ann_file = ann_path
+        ds.test_mode = True
+    cfg.test_evaluator = dict(type='CocoMetric', ann_file=ann_path, metric=['segm'],
+                              format_only=True, outfile_prefix=outfile_prefix)
+    return ann_path, id_map
+
+
+def use_test_ground_truth(cfg: Config, gt_path: str) -> None:
+    """Evaluate the test loop against a COCO ground-truth file of the test images.
+
+    Such files (the demo's and CoNSeP's ``test_gt.json``) name images either relative to the data
+    root (``test_release/x.tif``) or, like ``test_image_name_to_ids.json``, by bare file name
+    inside ``test_release/``; the image prefix is chosen to match.
+    """
+    import json
+
+    gt_path = osp.abspath(gt_path)
+    with open(gt_path) as f:
+        images = json.load(f).get('images', [])
+    if not images:
+        raise ValueError(f'{gt_path}: holds no images')
+    data_root = test_dataset_root(cfg)
+    first = images[0]['file_name']
+    if osp.isfile(osp.join(data_root, first)):
+        prefix = ''
+    elif osp.isfile(osp.join(data_root, TEST_DIR, first)):
+        prefix = TEST_DIR + '/'
+    else:
+        raise FileNotFoundError(f'{gt_path}: its first image {first} is neither in {data_root} '
+                                f'nor in {osp.join(data_root, TEST_DIR)}')
+    for ds in _datasets(cfg.test_dataloader):
+        ds.ann_file = gt_path
+        ds.data_prefix = dict(img=prefix)
+    evaluator = cfg.test_evaluator
+    for ev in evaluator if isinstance(evaluator, list) else [evaluator]:
+        ev.ann_file = gt_path

@@ -1,0 +1,21 @@
+# Mask R-CNN R50-FPN for the four HW3 cell classes: the original study's recipe.
+_base_ = [
+    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    './_base_/datasets/hw3_cells.py',
+    './_base_/schedules/adamw_cosine_20e.py',
+    './_base_/default_runtime.py',
+]
+
+# No weights can be downloaded here, so the backbone starts from scratch (init_cfg=None) and
+# every part of it trains: mmdet's defaults (stage 1 frozen, BatchNorm frozen in eval mode) assume
+# ImageNet weights and would leave a random stem and random BN statistics fixed forever. BN stays
+# BN: a batch of 4 images of many cells gives each channel plenty of pixels for its statistics.
+# With a local ImageNet checkpoint use configs/cell_r50_imagenet.py instead.
+model = dict(
+    backbone=dict(frozen_stages=-1, norm_cfg=dict(type='BN', requires_grad=True),
+                  norm_eval=False, init_cfg=None),
+    roi_head=dict(bbox_head=dict(num_classes=4), mask_head=dict(num_classes=4)))
+
+# A whole Mask R-CNN checkpoint (e.g. mmdet's COCO model) as a local path; class-specific layers
+# whose shapes differ are skipped with a warning. None: train from scratch.
+load_from = None

@@ -1,0 +1,99 @@
+"""Each child config differs from its parent only where it says (checked on merged configs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / 'configs'
+
+
+def flatten(obj: object, prefix: str = '') -> dict[str, object]:
+    if isinstance(obj, dict):
+        out: dict[str, object] = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f'{prefix}.{k}' if prefix else str(k)))
+        return out or {prefix: {}}
+    if isinstance(obj, (list, tuple)):
+        out = {}
+        for i, v in enumerate(obj):
+            out.update(flatten(v, f'{prefix}[{i}]'))
+        return out or {prefix: type(obj)()}
+    return {prefix: obj}
+
+
+def changed_keys(child: str, parent: str) -> set[str]:
+    a = flatten(Config.fromfile(CONFIGS / child).to_dict())
+    b = flatten(Config.fromfile(CONFIGS / parent).to_dict())
+    return {k for k in a.keys() | b.keys() if a.get(k, '<absent>') != b.get(k, '<absent>')}
+
+
+def test_cell_r50_is_the_recipe() -> None:
+    cfg = Config.fromfile(CONFIGS / 'cell_r50.py')
+    assert cfg.model.type == 'MaskRCNN' and cfg.model.backbone.type == 'ResNet'
+    assert cfg.model.backbone.depth == 50 and cfg.model.neck.type == 'FPN'
+    assert cfg.model.roi_head.bbox_head.num_classes == 4
+    assert cfg.model.roi_head.mask_head.num_classes == 4
+    assert cfg.model.backbone.init_cfg is None  # nothing is downloaded
+    assert cfg.model.backbone.frozen_stages == -1 and cfg.model.backbone.norm_eval is False
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-4, weight_decay=1e-4)
+    (sched,) = cfg.param_scheduler
+    assert sched.type == 'CosineAnnealingLR' and sched.eta_min == 1e-6 and sched.T_max == 20
+    assert cfg.train_cfg.max_epochs == 20 and cfg.train_dataloader.batch_size == 4
+    assert not any(t['type'] == 'Resize' for t in cfg.train_dataloader.dataset.pipeline)
+    resize = [t for t in cfg.test_dataloader.dataset.pipeline if t['type'] == 'Resize']
+    assert resize == [dict(type='Resize', scale_factor=1.0, keep_ratio=True)]
+    assert cfg.val_evaluator.type == 'CellCocoMetric'
+    assert cfg.val_evaluator.metric == ['bbox', 'segm'] and cfg.val_evaluator.classwise
+    assert cfg.default_hooks.checkpoint.save_best == 'coco/segm_mAP_50'
+    assert 'cellseg.checkpoint_loader' in cfg.custom_imports.imports
+
+
+def test_x50_changes_only_the_backbone() -> None:
+    assert changed_keys('cell_x50.py', 'cell_r50.py') == {
+        'model.backbone.type', 'model.backbone.groups', 'model.backbone.base_width'}
+
+
+@pytest.mark.parametrize('k', range(5))
+def test_fold_configs_change_only_their_annotation_files(k: int) -> None:
+    child = Config.fromfile(CONFIGS / 'ablations' / f'cell_r50_fold{k}.py')
+    assert changed_keys(f'ablations/cell_r50_fold{k}.py', 'cell_r50.py') <= {
+        'fold', 'train_dataloader.dataset.ann_file', 'val_dataloader.dataset.ann_file',
+        'test_dataloader.dataset.ann_file', 'val_evaluator.ann_file', 'test_evaluator.ann_file'}
+    assert child.train_dataloader.dataset.ann_file.endswith(f'fold{k}_train.json')
+    assert child.val_dataloader.dataset.ann_file.endswith(f'fold{k}_val.json')
+    assert child.val_evaluator.ann_file.endswith(f'fold{k}_val.json')
+
+
+def test_full_data_trains_on_everything_without_validation() -> None:
+    child = Config.fromfile(CONFIGS / 'ablations' / 'cell_r50_full.py')
+    assert child.train_dataloader.dataset.ann_file.endswith('train_all.json')
+    assert child.val_dataloader is None and child.val_cfg is None and child.val_evaluator is None
+    assert child.default_hooks.checkpoint.save_best is None
+    changed = changed_keys('ablations/cell_r50_full.py', 'cell_r50.py')
+    assert all(k.startswith(('val_', 'train_dataloader.dataset.ann_file', 'train_cfg.val_interval',
+                             'default_hooks.checkpoint.save_best')) for k in changed), changed
+
+
+def test_aug_changes_only_the_training_pipeline() -> None:
+    changed = changed_keys('ablations/cell_r50_aug.py', 'cell_r50.py')
+    assert changed and all(k.startswith(('train_pipeline', 'train_dataloader.dataset.pipeline'))
+                           for k in changed), changed
+    pipeline = Config.fromfile(CONFIGS / 'ablations' / 'cell_r50_aug.py').train_pipeline
+    types = [t['type'] for t in pipeline]
+    assert {'RandomFlip', 'Rotate', 'PhotoMetricDistortion'} <= set(types)
+    assert 'Resize' not in types
+
+
+def test_every_config_builds_its_model() -> None:
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    register_all_modules()
+    for path in ['cell_r50.py', 'cell_x50.py', 'demo/cell_r18_demo.py']:
+        cfg = Config.fromfile(CONFIGS / path)
+        model = MODELS.build(cfg.model)
+        assert model.roi_head.bbox_head.num_classes == 4, path

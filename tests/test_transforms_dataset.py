@@ -1,0 +1,100 @@
+"""The TIFF loading transform and the registered dataset through mmdet's own pipeline."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+from mmdet.registry import DATASETS, TRANSFORMS
+from mmdet.utils import register_all_modules
+
+import cellseg.cell_dataset  # noqa: F401  (registers CellDataset)
+import cellseg.transforms  # noqa: F401  (registers LoadCellImageFromFile)
+from cellseg import hw3
+
+register_all_modules(init_default_scope=True)
+
+
+def _load(path: Path) -> np.ndarray:
+    t = TRANSFORMS.build(dict(type='LoadCellImageFromFile'))
+    out = t.transform(dict(img_path=str(path)))
+    assert out['img'].dtype == np.uint8 and out['img'].ndim == 3 and out['img'].shape[2] == 3
+    assert out['ori_shape'] == out['img'].shape[:2]
+    return out['img']
+
+
+def test_rgba_rgb_and_grey_versions_give_the_same_bgr(tmp_path: Path) -> None:
+    grey = np.random.default_rng(0).integers(0, 256, (37, 53), dtype=np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    rgba = np.dstack([rgb, np.full_like(grey, 255)])
+    tifffile.imwrite(tmp_path / 'rgba.tif', rgba, compression='lzw')
+    tifffile.imwrite(tmp_path / 'rgb.tif', rgb)
+    tifffile.imwrite(tmp_path / 'grey.tif', grey)
+    cv2.imwrite(str(tmp_path / 'grey.png'), grey)
+    expected = rgb[..., ::-1]
+    for name in ('rgba.tif', 'rgb.tif', 'grey.tif', 'grey.png'):
+        assert np.array_equal(_load(tmp_path / name), expected), name
+
+
+def test_channel_order_is_bgr_for_tiff_png_and_jpeg(tmp_path: Path) -> None:
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    rgb[..., 2] = 30   # a little blue
+    tifffile.imwrite(tmp_path / 'a.tif', np.dstack([rgb, np.full((16, 16), 255, np.uint8)]),
+                     compression='lzw')
+    cv2.imwrite(str(tmp_path / 'a.png'), rgb[..., ::-1])
+    cv2.imwrite(str(tmp_path / 'a.jpg'), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 100])
+    for name, tol in (('a.tif', 0), ('a.png', 0), ('a.jpg', 3)):
+        img = _load(tmp_path / name).astype(int)
+        assert np.abs(img - rgb[..., ::-1]).max() <= tol, name
+
+
+def test_sixteen_bit_is_rescaled_from_its_own_range(tmp_path: Path) -> None:
+    grey16 = np.linspace(1000, 5000, 64 * 64).reshape(64, 64).astype(np.uint16)
+    tifffile.imwrite(tmp_path / 'g16.tif', grey16)
+    img = _load(tmp_path / 'g16.tif')
+    assert img.min() == 0 and img.max() == 255
+    expected = np.rint((grey16.astype(np.float32) - 1000) * 255 / 4000).astype(np.uint8)
+    assert np.array_equal(img[..., 0], expected)
+
+
+def test_unsupported_image_kinds_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / 'float.tif'
+    tifffile.imwrite(bad, np.zeros((8, 8), np.float32))
+    with pytest.raises(hw3.HW3FormatError, match='unsupported pixel type') as err:
+        _load(bad)
+    assert str(bad) in str(err.value)
+    two = tmp_path / 'two.tif'
+    tifffile.imwrite(two, np.zeros((8, 8, 2), np.uint8), photometric='minisblack',
+                     planarconfig='contig')
+    with pytest.raises(hw3.HW3FormatError, match=str(two)):
+        _load(two)
+
+
+def test_mmdet_load_annotations_yields_the_class_map_instances(tiny_root: Path,
+                                                               tiny_ann: Path) -> None:
+    dataset = DATASETS.build(dict(
+        type='CellDataset', data_root=str(tiny_root), ann_file=str(tiny_ann / 'train_all.json'),
+        data_prefix=dict(img=''), filter_cfg=dict(filter_empty_gt=False, min_size=0),
+        pipeline=[dict(type='LoadCellImageFromFile'),
+                  dict(type='LoadAnnotations', with_bbox=True, with_mask=True)]))
+    assert dataset.metainfo['classes'] == hw3.CLASS_NAMES
+    assert len(dataset) == len(hw3.list_train_samples(tiny_root))
+    checked = 0
+    for i in range(len(dataset)):
+        item = dataset[i]
+        sample_dir = Path(item['img_path']).parent
+        expected = []
+        for k, path in sorted(hw3.class_files(sample_dir).items()):
+            labels = tifffile.imread(path)
+            expected += [(k - 1, labels == v) for v in np.unique(labels[labels > 0])]
+        masks = item['gt_masks'].masks
+        assert masks.shape[0] == len(expected) == len(item['gt_bboxes_labels'])
+        for m, label, (k, mask) in zip(masks, item['gt_bboxes_labels'], expected):
+            assert label == k
+            assert np.array_equal(m.astype(bool), mask)
+            checked += 1
+        assert item['img'].shape[:2] == masks.shape[1:]
+    assert checked > 10

@@ -1,0 +1,94 @@
+"""Evaluate a checkpoint, or write a CodaBench submission for the test images.
+
+    python tools/test.py CONFIG CHECKPOINT [--data-root DIR] [--ann-dir DIR]
+    python tools/test.py CONFIG CHECKPOINT --submit work_dirs/x/submission.zip
+
+Without --submit the config's test loop runs (its annotation file has ground truth) and prints
+the metrics. With --submit the model runs on DATA_ROOT's test_release/ images as listed in
+test.json, and test-results.json plus a zip holding it are written after the submission checker
+(cellseg.submission) passed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import tempfile
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.dist import is_main_process  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+from cellseg.fileio import atomic_write_json  # noqa: E402
+from cellseg.runtime import (  # noqa: E402
+    adapt_to_cpu,
+    configure_submission_run,
+    set_data_paths,
+    use_test_ground_truth,
+)
+from cellseg.submission import load_id_map, summarize_submission, write_submission  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Test a cell segmentation model')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where logs go (default: work_dirs/<config name>)')
+    parser.add_argument('--data-root', help='HW3 data root (overrides the config)')
+    parser.add_argument('--ann-dir', help='folder of the COCO files from data_prep/hw3_to_coco.py '
+                        '(default: DATA_ROOT/annotations)')
+    parser.add_argument('--test-gt', metavar='JSON', help='evaluate on the test images against '
+                        'this COCO ground truth (e.g. the demo\'s or CoNSeP\'s test_gt.json)')
+    parser.add_argument('--submit', metavar='PATH', help='predict the test images and write the '
+                        'submission: a .zip path (test-results.json beside it) or a folder')
+    parser.add_argument('--metrics-out', metavar='JSON', help='also write the metrics here')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher for several processes')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    set_data_paths(cfg, args.data_root, args.ann_dir)
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    adapt_to_cpu(cfg)
+    if args.test_gt:
+        use_test_ground_truth(cfg, args.test_gt)
+    if not args.submit:
+        metrics = Runner.from_cfg(cfg).test()
+        if args.metrics_out and is_main_process():
+            atomic_write_json(args.metrics_out, metrics)
+        return metrics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = osp.join(tmp, 'results')
+        _, id_map_path = configure_submission_run(cfg, prefix, args.ann_dir)
+        Runner.from_cfg(cfg).test()
+        if not is_main_process():
+            return {}
+        with open(f'{prefix}.segm.json') as f:
+            results = json.load(f)
+    id_map = load_id_map(id_map_path)
+    json_path, zip_path = write_submission(results, args.submit, id_map)
+    print(summarize_submission(results, id_map))
+    print(f'submission checked against {id_map_path}: {json_path} and {zip_path}')
+    return dict(json=str(json_path), zip=str(zip_path), entries=len(results))
+
+
+if __name__ == '__main__':
+    main()
