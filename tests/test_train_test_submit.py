@@ -79,12 +79,12 @@ def test_resume_continues_at_the_right_iteration(trained: Path, tiny_root: Path,
 def test_torch_load_default_refuses_mmengine_checkpoints_we_fix_it(trained: Path) -> None:
     """The torch >= 2.6 behaviour that cellseg.checkpoint_loader works around."""
     with pytest.raises(Exception, match='[Ww]eights only load failed'):
-        torch.load(trained / 'epoch_1.pth', map_location='cpu')
+        torch.load(trained / f'epoch_{EPOCHS}.pth', map_location='cpu')
     from mmengine.runner.checkpoint import CheckpointLoader
 
     import cellseg.checkpoint_loader  # noqa: F401
 
-    ckpt = CheckpointLoader.load_checkpoint(str(trained / 'epoch_1.pth'), map_location='cpu')
+    ckpt = CheckpointLoader.load_checkpoint(str(trained / f'epoch_{EPOCHS}.pth'), map_location='cpu')
     assert 'message_hub' in ckpt and 'state_dict' in ckpt
 
 
