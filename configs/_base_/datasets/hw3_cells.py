@@ -14,6 +14,11 @@ train_pipeline = [
     # smaller images pass through whole. Boxes are recomputed from the cropped masks.
     dict(type='RandomCrop', crop_size=(1024, 1024), recompute_bbox=True,
          allow_negative_crop=True),
+    # a cell whose box overlaps the crop but whose pixels do not gets a zero-size box from
+    # recompute_bbox, and log(0) in the box targets makes the loss NaN: drop such cells
+    # (an image left without cells stays, as a negative)
+    dict(type='FilterAnnotations', min_gt_bbox_wh=(1, 1), min_gt_mask_area=1, by_mask=True,
+         keep_empty=False),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
