@@ -87,7 +87,25 @@ def adapt_to_cpu(cfg: Config) -> list[str]:
     if cfg.get('launcher', 'none') != 'none' and dist_cfg and dist_cfg.get('backend') == 'nccl':
         dist_cfg.backend = 'gloo'
         changes.append('No CUDA device: distributed backend gloo instead of nccl.')
+    if cfg.get('launcher') == 'pytorch':
+        _start_cpu_processes(cfg)
     return changes
+
+
+def _start_cpu_processes(cfg: Config) -> None:
+    """Let ``--launcher pytorch`` (tools/dist_train.sh) run CPU processes with gloo.
+
+    mmengine 0.10.7 assumes GPUs there: its ``init_dist`` calls ``torch.cuda.set_device``, which a
+    CPU build of torch lacks (the Runner skips ``init_dist`` when a process group exists, so it is
+    created here, env:// from torchrun), and it wraps the model in DDP with
+    ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module.
+    """
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend=cfg.env_cfg.get('dist_cfg', {}).get('backend', 'gloo'))
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
 
 
 def test_dataset_root(cfg: Config) -> str:

@@ -1,15 +1,23 @@
 _base_ = 'mmdet::_base_/default_runtime.py'
 
-# cellseg's registered modules: the dataset, the TIFF loader, the metric, and the checkpoint
-# loader that lets torch >= 2.6 read mmengine checkpoints (see cellseg/checkpoint_loader.py).
+# cellseg's registered modules: the dataset, the TIFF loader, the metric, the checkpoint
+# loader that lets torch >= 2.6 read mmengine checkpoints (see cellseg/checkpoint_loader.py), the
+# atomic checkpoint writer (cellseg/atomic_checkpoints.py) and the non-finite loss check.
 custom_imports = dict(
     imports=['cellseg.cell_dataset', 'cellseg.transforms', 'cellseg.cell_coco_metric',
-             'cellseg.checkpoint_loader'],
+             'cellseg.checkpoint_loader', 'cellseg.atomic_checkpoints',
+             'cellseg.nonfinite_loss_hook'],
     allow_failed_imports=False)
+
+# A NaN/inf loss stops the run naming the iteration and the loss terms, before CheckpointHook
+# could save NaN weights (the hook's priority is VERY_HIGH; see cellseg/nonfinite_loss_hook.py).
+custom_hooks = [dict(type='NonFiniteLossHook')]
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
-    # Keep the latest checkpoint (for --resume) and the best epoch on the leaderboard metric.
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=1,
+    # Keep the latest checkpoints (for --resume) and the best epoch on the leaderboard metric.
+    # Two, not one: CheckpointHook deletes the oldest before writing the newest, so with one a
+    # kill in between would leave nothing to resume from.
+    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2,
                     save_best='coco/segm_mAP_50', rule='greater'))
 log_processor = dict(type='LogProcessor', window_size=10, by_epoch=True)
