@@ -88,6 +88,9 @@ def convert(data_root: str | Path, out_dir: str | Path, folds: int = 5, seed: in
     ``test.json`` to ``out_dir``; return a summary for printing."""
     start = time.perf_counter()
     data_root, out_dir = Path(data_root), Path(out_dir)
+    # the test map is checked first, so a broken map leaves no new train files beside an old
+    # test.json
+    test = build_test_coco(data_root) if (data_root / hw3.TEST_ID_MAP).is_file() else None
     coco = build_train_coco(data_root)
     written = [atomic_write_json(out_dir / 'train_all.json', coco)]
     counts = per_image_class_counts(coco)
@@ -99,8 +102,7 @@ def convert(data_root: str | Path, out_dir: str | Path, folds: int = 5, seed: in
             written.append(atomic_write_json(out_dir / f'fold{f}_val.json', subset(coco, rows)))
             fold_counts.append(counts[rows].sum(0).tolist())
     test_images = None
-    if (data_root / hw3.TEST_ID_MAP).is_file():
-        test = build_test_coco(data_root)
+    if test is not None:
         written.append(atomic_write_json(out_dir / 'test.json', test))
         test_images = len(test['images'])
     return dict(

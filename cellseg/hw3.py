@@ -144,7 +144,7 @@ def read_instance_map(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
             raise HW3FormatError(f'{path}: mask holds negative instance ids')
         if (values != np.floor(values)).any():
             raise HW3FormatError(f'{path}: mask holds fractional instance ids (e.g. '
-                                 f'{values[values != np.floor(values)][0]!r})')
+                                 f'{float(values[values != np.floor(values)][0])})')
     elif values.dtype.kind in 'iu':
         if values.dtype.kind == 'i' and (values < 0).any():
             raise HW3FormatError(f'{path}: mask holds negative instance ids')

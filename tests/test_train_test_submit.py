@@ -84,7 +84,8 @@ def test_torch_load_default_refuses_mmengine_checkpoints_we_fix_it(trained: Path
 
     import cellseg.checkpoint_loader  # noqa: F401
 
-    ckpt = CheckpointLoader.load_checkpoint(str(trained / f'epoch_{EPOCHS}.pth'), map_location='cpu')
+    ckpt = CheckpointLoader.load_checkpoint(str(trained / f'epoch_{EPOCHS}.pth'),
+                                            map_location='cpu')
     assert 'message_hub' in ckpt and 'state_dict' in ckpt
 
 
