@@ -18,50 +18,22 @@ Imported through ``custom_imports`` in ``configs/_base_/default_runtime.py``. No
 """
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Union
 
 from mmengine.fileio import LocalBackend, register_backend
 
-
-def atomic_put(data: bytes, filepath: Union[str, Path]) -> None:
-    """Write ``data`` to ``filepath`` through a fsynced temporary file and ``os.replace``.
-
-    Unlike ``tempfile.mkstemp`` (mode 0600), the temporary file is created with mode 0666 minus
-    the umask, as ``open(path, 'wb')`` would, so checkpoints stay readable by the team as before.
-    On any failure the temporary file is removed and ``filepath`` is left as it was.
-    """
-    path = Path(filepath)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{uuid.uuid4().hex[:12]}.tmp')
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_BINARY', 0), 0o666)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if hasattr(os, 'O_DIRECTORY'):  # make the rename itself survive a power cut (POSIX only)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+from cellseg.fileio import atomic_write_bytes
 
 
 class AtomicLocalBackend(LocalBackend):
     """mmengine's ``LocalBackend`` whose writes are atomic (temporary file, fsync, rename)."""
 
     def put(self, obj: bytes, filepath: Union[str, Path]) -> None:
-        atomic_put(obj, filepath)
+        atomic_write_bytes(filepath, obj)
 
     def put_text(self, obj: str, filepath: Union[str, Path], encoding: str = 'utf-8') -> None:
-        atomic_put(obj.encode(encoding), filepath)
+        atomic_write_bytes(filepath, obj.encode(encoding))
 
 
 register_backend('local', AtomicLocalBackend, force=True, prefixes='')
