@@ -1,0 +1,175 @@
+"""Test-time augmentation that merges instance masks, not only boxes.
+
+mmdet's ``DetTTAModel`` un-flips and NMS-merges boxes and refuses predictions with masks.
+``MaskTTAModel`` merges whole instances instead. Per image:
+
+1. every view's masks are un-flipped into the original image (boxes as ``DetTTAModel`` does);
+2. instances are matched across views greedily by decreasing score: each unmatched instance
+   takes, from every other view, the unmatched instance of the same class with the highest mask
+   IoU, if that reaches ``match_iou`` (classes stay apart as in mmdet's per-class NMS);
+3. a matched group becomes one instance: a pixel belongs to its mask when at least ``vote_thr``
+   of the group's masks hold it; its box is the mean of their boxes; its score is their summed
+   score over the number of views (``score='mean'``: a cell seen in one view of four ranks below
+   one seen in all) or their highest (``score='max'``).
+
+Masks are binary votes, so any module works as it is (``MaskRCNN`` with tensor masks,
+``TiledMaskRCNN`` with RLEs for large images); the merged masks keep the module's form.
+
+Configs switch it on the mmdet way: ``tta_model`` and ``tta_pipeline`` in the config (see
+``configs/cell_r50_dense_tta.py``), applied by ``use_tta`` (``tools/test.py --tta``).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from mmdet.models.test_time_augs import DetTTAModel
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmdet.structures.bbox import bbox_flip
+from mmengine.config import Config, ConfigDict
+from torch import Tensor
+
+from cellseg.runtime import leaf_datasets
+from cellseg.tiled_inference import (
+    EMPTY_CROP,
+    Detections,
+    MaskCrop,
+    areas,
+    flip_crop,
+    intersection,
+    trim,
+)
+
+SCORE_MODES = ('mean', 'max')
+
+
+def unflip(dets: Detections, height: int, width: int, direction: str) -> Detections:
+    """Detections of a flipped image mapped back to the ``height`` x ``width`` original."""
+    boxes = bbox_flip(torch.from_numpy(dets.bboxes), (height, width), direction).numpy()
+    return Detections(boxes, dets.scores, dets.labels,
+                      [flip_crop(c, height, width, direction) for c in dets.crops])
+
+
+def vote(crops: Sequence[MaskCrop], vote_thr: float) -> MaskCrop:
+    """The pixels held by at least ``vote_thr`` of the masks (all of them counted)."""
+    present = [c for c in crops if c.pixels.size]
+    if not present:
+        return EMPTY_CROP
+    y0, x0 = min(c.y0 for c in present), min(c.x0 for c in present)
+    y1, x1 = max(c.y1 for c in present), max(c.x1 for c in present)
+    count = np.zeros((y1 - y0, x1 - x0), np.int32)
+    for c in present:
+        count[c.y0 - y0:c.y1 - y0, c.x0 - x0:c.x1 - x0] += c.pixels
+    return trim(count >= vote_thr * len(crops) - 1e-9, y0, x0)
+
+
+def merge_views(views: Sequence[Detections], match_iou: float = 0.5, vote_thr: float = 0.5,
+                score: str = 'mean', max_per_img: int | None = None) -> Detections:
+    """One image's instances from its augmented views (all in original coordinates); the rules
+    are in the module doc. Returns them by decreasing score, at most ``max_per_img``."""
+    if score not in SCORE_MODES:
+        raise ValueError(f'score must be one of {SCORE_MODES}, got {score!r}')
+    dets = Detections.concat(views)
+    if len(dets) == 0:
+        return dets
+    view_of = np.repeat(np.arange(len(views)), [len(v) for v in views])
+    area = areas(dets.crops)
+    ext = np.array([(c.y0, c.x0, c.y1, c.x1) for c in dets.crops], np.int64).reshape(-1, 4)
+    free = np.ones(len(dets), bool)
+    boxes, scores, labels, crops = [], [], [], []
+    for i in np.argsort(-dets.scores, kind='stable'):
+        if not free[i]:
+            continue
+        free[i] = False
+        group = [int(i)]
+        cand = np.flatnonzero(free & (view_of != view_of[i]) & (dets.labels == dets.labels[i])
+                              & (ext[:, 0] < ext[i, 2]) & (ext[i, 0] < ext[:, 2])
+                              & (ext[:, 1] < ext[i, 3]) & (ext[i, 1] < ext[:, 3]))
+        best: dict[int, tuple[float, int]] = {}
+        for j in cand:
+            inter = intersection(dets.crops[i], dets.crops[j])
+            iou = inter / (area[i] + area[j] - inter) if inter else 0.0
+            v = int(view_of[j])
+            if iou >= match_iou and iou > best.get(v, (-1.0, -1))[0]:
+                best[v] = (iou, int(j))
+        for _, j in best.values():
+            group.append(j)
+            free[j] = False
+        member_scores = dets.scores[group]
+        boxes.append(dets.bboxes[group].mean(axis=0))
+        scores.append(member_scores.sum() / len(views) if score == 'mean'
+                      else member_scores.max())
+        labels.append(dets.labels[i])
+        crops.append(vote([dets.crops[j] for j in group], vote_thr))
+    order = np.argsort(-np.asarray(scores), kind='stable')[:max_per_img]
+    return Detections(np.asarray(boxes, np.float32).reshape(-1, 4)[order],
+                      np.asarray(scores, np.float32)[order], np.asarray(labels, np.int64)[order],
+                      [crops[k] for k in order])
+
+
+@MODELS.register_module()
+class MaskTTAModel(DetTTAModel):
+    """``DetTTAModel`` for instance segmentation: merges flipped views with their masks.
+
+    ``tta_cfg`` keys (chosen in the config): ``match_iou`` (mask IoU making two views' instances
+    one, default 0.5), ``vote_thr`` (share of a group's masks that must hold a pixel, default
+    0.5), ``score`` (``'mean'`` over all views or ``'max'``, default ``'mean'``) and
+    ``max_per_img`` (default: no cap). Views may be flipped horizontally, vertically or both
+    (mmdet's ``RandomFlip`` directions) and resized (the module predicts in original
+    coordinates); each view's ``DetDataSample`` needs ``flip`` and ``flip_direction`` in its
+    metainfo (``PackDetInputs`` ``meta_keys``).
+    """
+
+    def __init__(self, tta_cfg: dict | None = None, **kwargs) -> None:
+        super().__init__(tta_cfg=tta_cfg, **kwargs)
+        cfg = dict(match_iou=0.5, vote_thr=0.5, score='mean', max_per_img=None)
+        unknown = set(tta_cfg or {}) - set(cfg)
+        if unknown:
+            raise ValueError(f'MaskTTAModel tta_cfg: unknown keys {sorted(unknown)} (known: '
+                             f'{sorted(cfg)})')
+        cfg.update(tta_cfg or {})
+        if cfg['score'] not in SCORE_MODES:
+            raise ValueError(f"MaskTTAModel tta_cfg: score must be one of {SCORE_MODES}, got "
+                             f"{cfg['score']!r}")
+        self.merge_cfg = cfg
+
+    def _merge_single_sample(self, data_samples: list[DetDataSample]) -> DetDataSample:
+        first = data_samples[0]
+        height, width = first.ori_shape[:2]
+        views, as_tensor, device = [], False, 'cpu'
+        for sample in data_samples:
+            pred = sample.pred_instances
+            if 'masks' not in pred:
+                raise ValueError('MaskTTAModel merges instance masks; the model predicted none '
+                                 '(use DetTTAModel for box-only detectors)')
+            if isinstance(pred.masks, Tensor):
+                as_tensor, device = True, pred.masks.device
+            dets = Detections.from_instances(pred)
+            if sample.metainfo.get('flip', False):
+                dets = unflip(dets, height, width, sample.flip_direction)
+            views.append(dets)
+        merged = merge_views(views, self.merge_cfg['match_iou'], self.merge_cfg['vote_thr'],
+                             self.merge_cfg['score'], self.merge_cfg['max_per_img'])
+        # as DetTTAModel: the first view's sample carries the result, now in unflipped coordinates
+        first.set_metainfo(dict(flip=False, flip_direction=None))
+        first.pred_instances = merged.to_instances(height, width,
+                                                   'tensor' if as_tensor else 'rle', device)
+        return first
+
+
+def use_tta(cfg: Config) -> None:
+    """Switch a config's test loop to its test-time augmentation (``tools/test.py --tta``).
+
+    As mmdet's ``tools/test.py --tta``: the model becomes ``tta_model`` wrapping the config's
+    model, and every test dataset reads images through ``tta_pipeline``. A config without them
+    is an error naming the config.
+    """
+    missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
+    if missing:
+        raise ValueError(f'{cfg.filename}: --tta needs {" and ".join(missing)} in the config '
+                         '(e.g. configs/cell_r50_dense_tta.py)')
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    for ds in leaf_datasets(cfg.test_dataloader):
+        ds.pipeline = cfg.tta_pipeline

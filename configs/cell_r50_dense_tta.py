@@ -1,0 +1,32 @@
+# cell_r50_dense_tiled with test-time augmentation: the four flips (none, horizontal, vertical,
+# both) merged with their masks by cellseg/mask_tta.py. Same weights as cell_r50_dense. Only
+# `tools/test.py ... --tta` uses tta_model and tta_pipeline; without it this config is
+# cell_r50_dense_tiled.
+_base_ = './cell_r50_dense_tiled.py'
+
+custom_imports = dict(imports=_base_.custom_imports.imports + ['cellseg.mask_tta'])
+
+tta_model = dict(
+    type='MaskTTAModel',
+    tta_cfg=dict(
+        # the same cell seen in two views overlaps itself far more than a neighbour does
+        match_iou=0.5,
+        # a pixel is in the merged cell when at least half of the views that found it hold it
+        vote_thr=0.5,
+        # a cell found in fewer views ranks lower: the mean counts a missing view as 0
+        score='mean',
+        max_per_img=1000))  # as model.test_cfg.rcnn.max_per_img
+
+# cells have no up or down, so every flip is as valid a view as the original
+tta_pipeline = [
+    dict(type='LoadCellImageFromFile', backend_args=None),
+    dict(type='TestTimeAug',
+         transforms=[
+             [dict(type='Resize', scale_factor=1.0, keep_ratio=True)],
+             [dict(type='RandomFlip', prob=0.),
+              dict(type='RandomFlip', prob=1., direction='horizontal'),
+              dict(type='RandomFlip', prob=1., direction='vertical'),
+              dict(type='RandomFlip', prob=1., direction='diagonal')],
+             [dict(type='PackDetInputs',
+                   meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+                              'flip', 'flip_direction'))]])]
