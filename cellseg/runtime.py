@@ -7,14 +7,14 @@ from typing import Any
 import torch
 from mmengine.config import Config, ConfigDict
 
-from cellseg.hw3 import TEST_DIR, TEST_ID_MAP
+from cellseg.hw3 import CLASS_NAMES, TEST_DIR, TEST_ID_MAP
 
 _LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 _EVALUATORS = ('val_evaluator', 'test_evaluator')
 TEST_ANN = 'test.json'
 
 
-def _datasets(loader: Any) -> list[ConfigDict]:
+def leaf_datasets(loader: Any) -> list[ConfigDict]:
     """The leaf dataset configs of a dataloader (through RepeatDataset/ConcatDataset wrappers)."""
     out, todo = [], [loader.get('dataset')] if loader else []
     while todo:
@@ -52,7 +52,7 @@ def set_data_paths(cfg: Config, data_root: str | None = None,
         data_root = osp.join(data_root, '')
         cfg.data_root = data_root
     for key in _LOADERS:
-        for ds in _datasets(cfg.get(key)):
+        for ds in leaf_datasets(cfg.get(key)):
             if data_root is not None:
                 ds.data_root = data_root
             target = ann_dir if ann_dir is not None else osp.join(ds.data_root, 'annotations')
@@ -110,7 +110,7 @@ def _start_cpu_processes(cfg: Config) -> None:
 
 def test_dataset_root(cfg: Config) -> str:
     """The data root of the test dataloader's dataset."""
-    return _datasets(cfg.test_dataloader)[0].data_root
+    return leaf_datasets(cfg.test_dataloader)[0].data_root
 
 
 def configure_submission_run(cfg: Config, outfile_prefix: str,
@@ -127,7 +127,7 @@ def configure_submission_run(cfg: Config, outfile_prefix: str,
                        (id_map, 'the competition test set comes with it')):
         if not osp.isfile(path):
             raise FileNotFoundError(f'{path}: not found ({what})')
-    for ds in _datasets(cfg.test_dataloader):
+    for ds in leaf_datasets(cfg.test_dataloader):
         ds.ann_file = ann_path
         ds.test_mode = True
     cfg.test_evaluator = dict(type='CocoMetric', ann_file=ann_path, metric=['segm'],
@@ -146,7 +146,8 @@ def use_test_ground_truth(cfg: Config, gt_path: str) -> None:
 
     gt_path = osp.abspath(gt_path)
     with open(gt_path) as f:
-        images = json.load(f).get('images', [])
+        gt = json.load(f)
+    images = gt.get('images', [])
     if not images:
         raise ValueError(f'{gt_path}: holds no images')
     data_root = test_dataset_root(cfg)
@@ -158,9 +159,19 @@ def use_test_ground_truth(cfg: Config, gt_path: str) -> None:
     else:
         raise FileNotFoundError(f'{gt_path}: its first image {first} is neither in {data_root} '
                                 f'nor in {osp.join(data_root, TEST_DIR)}')
-    for ds in _datasets(cfg.test_dataloader):
+    # Ground truth from elsewhere may name the classes differently (CoNSeP's test_gt.json says
+    # 'other', 'inflammatory', ...); the model's k-th class is category id k+1 either way, so the
+    # test dataset takes the file's names, in id order, and per-class metrics carry them.
+    categories = sorted(gt.get('categories', []), key=lambda c: c['id'])
+    if [c['id'] for c in categories] != list(range(1, len(CLASS_NAMES) + 1)):
+        raise ValueError(f'{gt_path}: categories must have ids 1..{len(CLASS_NAMES)}, got '
+                         f"{[c['id'] for c in categories]}")
+    names = tuple(c['name'] for c in categories)
+    for ds in leaf_datasets(cfg.test_dataloader):
         ds.ann_file = gt_path
         ds.data_prefix = dict(img=prefix)
+        if names != CLASS_NAMES:
+            ds.metainfo = dict(classes=names)
     evaluator = cfg.test_evaluator
     for ev in evaluator if isinstance(evaluator, list) else [evaluator]:
         ev.ann_file = gt_path

@@ -2,6 +2,7 @@
 
     python tools/test.py CONFIG CHECKPOINT [--data-root DIR] [--ann-dir DIR]
     python tools/test.py CONFIG CHECKPOINT --submit work_dirs/x/submission.zip
+    python tools/test.py configs/cell_r50_dense_tta.py CHECKPOINT --tta ...   (flip TTA, masks too)
 
 Without --submit the config's test loop runs (its annotation file has ground truth) and prints
 the metrics. With --submit the model runs on DATA_ROOT's test_release/ images as listed in
@@ -24,6 +25,7 @@ from mmengine.dist import is_main_process  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from cellseg.fileio import atomic_write_json  # noqa: E402
+from cellseg.mask_tta import use_tta  # noqa: E402
 from cellseg.runtime import (  # noqa: E402
     adapt_to_cpu,
     configure_submission_run,
@@ -46,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--submit', metavar='PATH', help='predict the test images and write the '
                         'submission: a .zip path (test-results.json beside it) or a folder')
     parser.add_argument('--metrics-out', metavar='JSON', help='also write the metrics here')
+    parser.add_argument('--tta', action='store_true', help="test-time augmentation: the "
+                        "config's tta_model and tta_pipeline (configs/cell_r50_dense_tta.py)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
     adapt_to_cpu(cfg)
     if args.test_gt:
         use_test_ground_truth(cfg, args.test_gt)
+    if args.tta:
+        use_tta(cfg)
     if not args.submit:
         metrics = Runner.from_cfg(cfg).test()
         if args.metrics_out and is_main_process():
