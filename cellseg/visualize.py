@@ -1,0 +1,357 @@
+"""Pictures people look at: instance overlays with a legend, PR curves, confusion matrices,
+galleries and training curves.
+
+Overlays are drawn with NumPy/OpenCV at the image's own resolution (an overlay has the size of
+its image, so it lines up with the label TIFF in napari or Fiji). Plots are matplotlib figures
+built without pyplot (``Figure`` + the Agg canvas): no global figure state and no display
+needed, so they work inside training runs and on headless machines. Every file is written
+atomically through ``cellseg.fileio``.
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from scipy import ndimage
+
+from cellseg.fileio import atomic_write_bytes
+from cellseg.hw3 import TrainSample, iter_instances, read_image, read_instance_map
+from cellseg.reports import LEADERBOARD_KEY
+
+Color = tuple[int, int, int]
+
+
+def default_palette() -> list[Color]:
+    """The dataset's class colours (``CellDataset.METAINFO``), the one place they are chosen."""
+    from cellseg.cell_dataset import CellDataset  # imports mmdet: only when a palette is needed
+
+    return [tuple(int(v) for v in c) for c in CellDataset.METAINFO['palette']]
+
+
+def palette_for(meta: Mapping, n_classes: int) -> list[Color]:
+    """A model's or dataset's ``palette`` when it names a colour per class, else the default one
+    (mmdet may store the string ``'random'``, which would not match between pictures)."""
+    palette = meta.get('palette') if meta else None
+    if isinstance(palette, (list, tuple)) and len(palette) >= n_classes:
+        return [tuple(int(v) for v in c) for c in palette[:n_classes]]
+    default = default_palette()
+    if len(default) < n_classes:  # more classes than the HW3 four: spread hues for the rest
+        for k in range(len(default), n_classes):
+            hsv = np.uint8([[[(k * 47) % 180, 200, 255]]])
+            default.append(tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]))
+    return default[:n_classes]
+
+
+# ---- raster overlays ----------------------------------------------------------------------------
+
+def contour_thickness(shape: Sequence[int]) -> int:
+    """1 px up to 1000 px images, then 1 px more per 1000: thin lines vanish when a big image is
+    viewed whole, thick ones hide small cells."""
+    return max(1, round(max(shape[:2]) / 1000))
+
+
+def instance_boundaries(id_map: np.ndarray, thickness: int = 1) -> np.ndarray:
+    """Pixels of each instance within ``thickness`` px of a pixel of another id (background, a
+    touching instance, or outside the image), as a bool map. Touching instances keep separate
+    contours because each draws its own inner edge."""
+    size = 2 * thickness + 1
+    ids = id_map if id_map.dtype.kind in 'iu' else id_map.astype(np.int64)
+    lo = ndimage.minimum_filter(ids, size=size, mode='constant', cval=0)
+    hi = ndimage.maximum_filter(ids, size=size, mode='nearest')
+    return (ids > 0) & ((lo != ids) | (hi != ids))
+
+
+def draw_instances(image: np.ndarray, id_map: np.ndarray, class_map: np.ndarray,
+                   palette: Sequence[Color], thickness: int | None = None) -> np.ndarray:
+    """Copy of RGB ``image`` with each instance of ``id_map`` outlined in its class's colour
+    (``class_map``: 1-based class per pixel)."""
+    out = np.array(image, dtype=np.uint8, copy=True)
+    edge = instance_boundaries(id_map, thickness or contour_thickness(image.shape))
+    colors = np.array([(0, 0, 0), *palette], np.uint8)
+    out[edge] = colors[np.clip(class_map[edge], 0, len(palette))]
+    return out
+
+
+def draw_class_maps(image: np.ndarray, class_maps: Mapping[int, np.ndarray],
+                    palette: Sequence[Color], thickness: int | None = None) -> np.ndarray:
+    """Copy of RGB ``image`` with the instances of per-class id maps (class id -> HxW ids, as in
+    the HW3 ``classK.tif`` files) outlined in the class colours. Classes are drawn one after the
+    other, so instances of different classes may overlap and both stay visible."""
+    out = np.array(image, dtype=np.uint8, copy=True)
+    t = thickness or contour_thickness(image.shape)
+    for k, ids in sorted(class_maps.items()):
+        out[instance_boundaries(ids, t)] = palette[k - 1]
+    return out
+
+
+def draw_legend(image: np.ndarray, labels: Sequence[str], colors: Sequence[Color]) -> np.ndarray:
+    """``image`` with a legend (a colour swatch and a label per row) in its top-left corner, on a
+    dark translucent box that reads on both bright (H&E) and dark (fluorescence) images.
+
+    The text scales with the image. An image too small to hold the legend in 60% of its width
+    and height gets none: it would hide the cells it explains.
+    """
+    h, w = image.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    scale = min(max(min(h, w) / 900, 0.35), 1.0)
+    weight = max(1, round(scale * 1.5))
+    sizes = [cv2.getTextSize(t, font, scale, weight) for t in labels]
+    text_h = max(s[0][1] + s[1] for s in sizes)
+    pad = max(2, text_h // 3)
+    row = text_h + pad
+    box_w = 3 * pad + text_h + max(s[0][0] for s in sizes)
+    box_h = pad + row * len(labels)
+    out = np.array(image, dtype=np.uint8, copy=True)
+    if box_w > 0.6 * w or box_h > 0.6 * h:
+        return out
+    box = out[:box_h, :box_w]
+    box[:] = (box.astype(np.float32) * 0.3).astype(np.uint8)
+    for i, (label, color) in enumerate(zip(labels, colors)):
+        y = pad + i * row
+        cv2.rectangle(out, (pad, y), (pad + text_h - 1, y + text_h - 1),
+                      tuple(int(c) for c in color), thickness=-1)
+        baseline = sizes[i][1]
+        cv2.putText(out, label, (2 * pad + text_h, y + text_h - baseline), font, scale,
+                    (255, 255, 255), weight, cv2.LINE_AA)
+    return out
+
+
+def class_legend(class_names: Sequence[str], counts: Sequence[int] | None = None) -> list[str]:
+    """Legend labels: the class names, with the image's instance count of each when given."""
+    if counts is None:
+        return list(class_names)
+    return [f'{name} ({n})' for name, n in zip(class_names, counts)]
+
+
+def overlay_instances(image: np.ndarray, id_map: np.ndarray, class_map: np.ndarray,
+                      class_of_id: np.ndarray, class_names: Sequence[str],
+                      palette: Sequence[Color]) -> np.ndarray:
+    """Contours coloured by class plus a legend counting the instances of each class.
+    ``class_of_id[i - 1]`` is the 1-based class of instance ``i``."""
+    counts = np.bincount(np.asarray(class_of_id, np.int64), minlength=len(class_names) + 1)[1:]
+    drawn = draw_instances(image, id_map, class_map, palette)
+    return draw_legend(drawn, class_legend(class_names, counts[:len(class_names)]), palette)
+
+
+def hw3_gt_overlay(sample: TrainSample, class_names: Sequence[str],
+                   palette: Sequence[Color]) -> np.ndarray:
+    """The ground truth of one HW3 train folder drawn straight from its ``classK.tif`` files
+    (read and checked by ``cellseg.hw3``, not through a converted COCO file), so a conversion can
+    be checked by eye against its source. The legend counts the instances of each class."""
+    image = read_image(sample.image_path)
+    maps = {k: read_instance_map(p, image.shape[:2]) for k, p in sample.class_paths.items()}
+    counts = [sum(1 for _ in iter_instances(maps[k])) if k in maps else 0
+              for k in range(1, len(class_names) + 1)]
+    drawn = draw_class_maps(image, maps, palette)
+    return draw_legend(drawn, class_legend(class_names, counts), palette)
+
+
+def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` shrunk (area interpolation) so its longer side is at most ``max_side``."""
+    h, w = image.shape[:2]
+    f = max_side / max(h, w)
+    if f >= 1:
+        return image
+    return cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))),
+                      interpolation=cv2.INTER_AREA)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an RGB (or grey) uint8 image."""
+    pixels = image[..., ::-1] if image.ndim == 3 else image  # OpenCV encodes BGR
+    ok, buf = cv2.imencode('.png', np.ascontiguousarray(pixels))
+    if not ok:
+        raise ValueError(f'cannot encode an image of shape {image.shape} as PNG')
+    return buf.tobytes()
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    return atomic_write_bytes(path, encode_png(image))
+
+
+# ---- figures ------------------------------------------------------------------------------------
+
+def new_figure(width_in: float, height_in: float) -> Figure:
+    fig = Figure(figsize=(width_in, height_in), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG, atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _rgb01(color: Color) -> tuple[float, float, float]:
+    return tuple(c / 255 for c in color)
+
+
+def _darker(color: Color) -> tuple[float, float, float]:
+    """The class colour darkened for lines on white (the palette's yellow is made for images)."""
+    h, s, v = cv2.cvtColor(np.uint8([[color]]), cv2.COLOR_RGB2HSV)[0, 0]
+    rgb = cv2.cvtColor(np.uint8([[[h, s, min(int(v), 200)]]]), cv2.COLOR_HSV2RGB)[0, 0]
+    return _rgb01(tuple(int(c) for c in rgb))
+
+
+def plot_pr_curves(recall: np.ndarray, precision: np.ndarray, class_names: Sequence[str],
+                   palette: Sequence[Color], ap: Sequence[float], iou: float = 0.5,
+                   title: str = '') -> Figure:
+    """Precision over recall per class. ``precision`` is (classes, recall points) as COCOeval's
+    ``eval['precision']`` gives it for one IoU threshold, area and maxDets: interpolated (the
+    best precision at that recall or above), 0 past the highest recall reached, -1 for a class
+    without ground truth (drawn as such in the legend). ``ap`` is printed in the legend."""
+    fig = new_figure(6, 4.5)
+    ax = fig.add_subplot()
+    for k, name in enumerate(class_names):
+        p = precision[k]
+        valid = p > -1
+        if not valid.any() or math.isnan(ap[k]):
+            ax.plot([], [], color=_darker(palette[k]), label=f'{name} (no ground truth)')
+            continue
+        ax.plot(recall[valid], p[valid], color=_darker(palette[k]), lw=2,
+                label=f'{name} (AP{round(iou * 100)} {ap[k]:.3f})')
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel='recall', ylabel='precision',
+           title=title or f'Mask precision-recall at IoU {iou:g}')
+    ax.grid(alpha=0.3)
+    ax.legend(loc='lower left', fontsize=9)
+    return fig
+
+
+def plot_confusion(matrix: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str],
+                   title: str = '') -> Figure:
+    """A count matrix with its counts written in the cells; the shading is each row's share, so
+    rare classes read as clearly as common ones."""
+    matrix = np.asarray(matrix)
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros(matrix.shape, float), where=rows > 0)
+    fig = new_figure(1.2 + 0.9 * len(col_labels), 1.0 + 0.7 * len(row_labels))
+    ax = fig.add_subplot()
+    ax.imshow(share, cmap='Blues', vmin=0, vmax=1)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(int(matrix[i, j])), ha='center', va='center', fontsize=10,
+                    color='white' if share[i, j] > 0.5 else 'black')
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=30, ha='right')
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    ax.set(xlabel='predicted class', ylabel='ground-truth class', title=title)
+    return fig
+
+
+def plot_gallery(rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray]]]],
+                 legend: Sequence[tuple[str, Color]] = (), panel_in: float = 3.5,
+                 title: str = '') -> Figure:
+    """One row per entry ``(row title, [(panel title, RGB image), ...])``, panels side by side,
+    each row as tall as its images need at ``panel_in`` inches wide; ``legend`` (label, colour)
+    pairs are shown once, under the panels."""
+    n_cols = max(len(panels) for _, panels in rows)
+    ratios = [max(img.shape[0] / img.shape[1] for _, img in panels) for _, panels in rows]
+    header = (0.4 if title else 0) + (0.4 if legend else 0)
+    fig = Figure(figsize=(panel_in * n_cols, panel_in * sum(ratios) + 0.5 * len(rows) + header),
+                 dpi=100, layout='constrained')
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(len(rows), n_cols, height_ratios=ratios)
+    for r, (row_title, panels) in enumerate(rows):
+        for c, (panel_title, image) in enumerate(panels):
+            ax = fig.add_subplot(grid[r, c])
+            ax.imshow(image, interpolation='nearest')
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(panel_title, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(row_title, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    if legend:
+        fig.legend(handles=[Patch(color=_rgb01(c), label=name) for name, c in legend],
+                   loc='outside lower center', ncol=len(legend), fontsize=9, frameon=False)
+    return fig
+
+
+# ---- training curves ----------------------------------------------------------------------------
+
+def _dedupe_steps(rows: Sequence[dict]) -> list[dict]:
+    """Rows keyed by (kind, step), the last one winning: a run killed and resumed from an earlier
+    checkpoint logs the steps after that checkpoint twice, and the resumed run is the one that
+    counts."""
+    kept: dict[tuple[bool, int], dict] = {}
+    for r in rows:
+        if 'step' in r:
+            kept[('loss' in r or 'lr' in r, int(r['step']))] = r
+    return [kept[k] for k in sorted(kept, key=lambda k: (k[1], k[0]))]
+
+
+def iters_per_epoch(train_rows: Sequence[dict]) -> float | None:
+    """Iterations per epoch from mmengine's training rows (``epoch``, global ``iter``), or None
+    for iteration-based runs. LoggerHook logs the last iteration of every epoch, so the largest
+    ``iter`` of an epoch is where it ends."""
+    ends: dict[int, int] = {}
+    for r in train_rows:
+        if 'epoch' in r and 'iter' in r:
+            ends[int(r['epoch'])] = max(ends.get(int(r['epoch']), 0), int(r['iter']))
+    if not ends:
+        return None
+    complete = [e for e in ends if e + 1 in ends and (e - 1 in ends or e == 1)]
+    if complete:
+        return float(np.median([ends[e] - ends.get(e - 1, 0) for e in complete]))
+    last = max(ends)
+    return ends[last] / last  # one (possibly partial) epoch logged: the best estimate there is
+
+
+def plot_training_curves(rows: Sequence[dict], title: str = '',
+                         metric: str = LEADERBOARD_KEY) -> Figure:
+    """Loss terms, learning rate and validation ``metric`` of mmengine's scalars.json rows, on
+    one epoch axis (training rows at fractional epochs)."""
+    rows = _dedupe_steps(rows)
+    train = [r for r in rows if 'loss' in r or 'lr' in r]
+    val = [r for r in rows if metric in r]
+    per_epoch = iters_per_epoch(train)
+    unit = 'epoch' if per_epoch else 'iteration'
+
+    def x_of(r: dict) -> float:
+        return r['iter'] / per_epoch if per_epoch and 'iter' in r else r['step']
+
+    fig = new_figure(12, 3.8)
+    ax_loss, ax_lr, ax_val = (fig.add_subplot(1, 3, i) for i in (1, 2, 3))
+    loss_keys = sorted({k for r in train for k in r if k.startswith('loss')},
+                       key=lambda k: (k != 'loss', k))
+    for key in loss_keys:
+        pts = [(x_of(r), r[key]) for r in train if key in r and math.isfinite(r[key])]
+        if pts:
+            xs, ys = zip(*pts)
+            ax_loss.plot(xs, ys, lw=2.2 if key == 'loss' else 1.2, label=key,
+                         color='black' if key == 'loss' else None)
+    if loss_keys:
+        ax_loss.legend(fontsize=7)
+    ax_loss.set(title='training losses', xlabel=unit, ylabel='loss')
+    lr = [(x_of(r), r['lr']) for r in train if 'lr' in r]
+    if lr:
+        ax_lr.plot(*zip(*lr), color='tab:purple')
+        ax_lr.ticklabel_format(axis='y', style='sci', scilimits=(-2, 3))
+    ax_lr.set(title='learning rate', xlabel=unit, ylabel='lr')
+    if val:
+        # validation rows are logged with step = epoch (iteration for iteration-based runs)
+        ax_val.plot([r['step'] for r in val], [r[metric] for r in val], 'o-', color='tab:green',
+                    label=metric)
+        best = max(val, key=lambda r: r[metric])
+        ax_val.annotate(f"best {best[metric]:.3f}", (best['step'], best[metric]),
+                        textcoords='offset points', xytext=(0, 6), ha='center', fontsize=8)
+        ax_val.set_ylim(0, max(1e-3, max(r[metric] for r in val)) * 1.15)
+    else:
+        ax_val.text(0.5, 0.5, 'no validation logged', ha='center', va='center',
+                    transform=ax_val.transAxes, color='grey')
+    ax_val.set(title=f'validation {metric}', xlabel=unit, ylabel=metric.split('/')[-1])
+    for ax in (ax_loss, ax_lr, ax_val):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,43 @@
+"""Draw the ground truth of HW3 train images, straight from their class TIFFs.
+
+    python tools/browse_dataset.py DATA_ROOT --out-dir DIR [--limit N]
+
+Writes DIR/<name>_gt.png per train/<name>/ folder: the image with every instance outlined in its
+class colour and a legend counting the instances per class. The masks are read through
+cellseg.hw3 (not from the COCO files), so a conversion can be checked against its source.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cellseg.hw3 import CLASS_NAMES, HW3FormatError, list_train_samples  # noqa: E402
+from cellseg.visualize import hw3_gt_overlay, palette_for, write_png  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    parser.add_argument('data_root', help='HW3 data root (holding train/<name>/)')
+    parser.add_argument('--out-dir', required=True, help='where the PNGs go')
+    parser.add_argument('--limit', type=int, help='only the first N folders (by name)')
+    args = parser.parse_args(argv)
+    from tqdm import tqdm
+
+    try:
+        samples = list_train_samples(args.data_root)[:args.limit]
+        palette = palette_for({}, len(CLASS_NAMES))
+        for sample in tqdm(samples, desc='browse', unit='image'):
+            write_png(Path(args.out_dir) / f'{sample.name}_gt.png',
+                      hw3_gt_overlay(sample, CLASS_NAMES, palette))
+    except HW3FormatError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    print(f'wrote {len(samples)} ground-truth overlays to {args.out_dir}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
