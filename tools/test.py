@@ -24,12 +24,14 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.dist import is_main_process  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from cellseg.eval_report import write_eval_report  # noqa: E402
 from cellseg.fileio import atomic_write_json  # noqa: E402
 from cellseg.mask_tta import use_tta  # noqa: E402
 from cellseg.runtime import (  # noqa: E402
     adapt_to_cpu,
     configure_submission_run,
     set_data_paths,
+    test_dataset_root,
     use_test_ground_truth,
 )
 from cellseg.submission import load_id_map, summarize_submission, write_submission  # noqa: E402
@@ -48,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--submit', metavar='PATH', help='predict the test images and write the '
                         'submission: a .zip path (test-results.json beside it) or a folder')
     parser.add_argument('--metrics-out', metavar='JSON', help='also write the metrics here')
+    parser.add_argument('--report', metavar='DIR', help='after evaluating, write the evaluation '
+                        'report here: per-class table, PR curves, confusion matrix, worst images')
     parser.add_argument('--tta', action='store_true', help="test-time augmentation: the "
                         "config's tta_model and tta_pipeline (configs/cell_r50_dense_tta.py)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -58,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+def _as_list(item: object) -> list:
+    return list(item) if isinstance(item, (list, tuple)) else [item]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -76,9 +84,20 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tta:
         use_tta(cfg)
     if not args.submit:
-        metrics = Runner.from_cfg(cfg).test()
+        if args.report:  # CocoMetric keeps its results JSON only when given a prefix
+            prefix = osp.join(osp.abspath(args.report), 'results')
+            for ev in _as_list(cfg.test_evaluator):
+                ev.outfile_prefix = prefix
+        runner = Runner.from_cfg(cfg)
+        metrics = runner.test()
         if args.metrics_out and is_main_process():
             atomic_write_json(args.metrics_out, metrics)
+        if args.report and is_main_process():
+            written = write_eval_report(
+                _as_list(cfg.test_evaluator)[0].ann_file, f'{prefix}.segm.json', args.report,
+                runner.test_dataloader.dataset.metainfo['classes'],
+                images_root=test_dataset_root(cfg))
+            print(f'evaluation report: {", ".join(written)} in {args.report}')
         return metrics
 
     with tempfile.TemporaryDirectory() as tmp:

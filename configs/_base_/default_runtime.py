@@ -6,12 +6,13 @@ _base_ = 'mmdet::_base_/default_runtime.py'
 custom_imports = dict(
     imports=['cellseg.cell_dataset', 'cellseg.transforms', 'cellseg.cell_coco_metric',
              'cellseg.checkpoint_loader', 'cellseg.atomic_checkpoints',
-             'cellseg.nonfinite_loss_hook'],
+             'cellseg.nonfinite_loss_hook', 'cellseg.plot_curves_hook'],
     allow_failed_imports=False)
 
 # A NaN/inf loss stops the run naming the iteration and the loss terms, before CheckpointHook
 # could save NaN weights (the hook's priority is VERY_HIGH; see cellseg/nonfinite_loss_hook.py).
-custom_hooks = [dict(type='NonFiniteLossHook')]
+# PlotCurvesHook writes work_dir/curves.png (losses, lr, validation AP50) when training ends.
+custom_hooks = [dict(type='NonFiniteLossHook'), dict(type='PlotCurvesHook')]
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
