@@ -16,9 +16,11 @@ $PY data_prep/hw3_to_coco.py "$OUT/data" --out-dir "$OUT/data/annotations" --fol
 echo "== 3/4 training $CONFIG -> $OUT/train (a few minutes on CPU)"
 $PY tools/train.py "$CONFIG" --work-dir "$OUT/train"
 ckpt=$(ls -t "$OUT"/train/epoch_*.pth | head -n 1)
-echo "== 4/4 evaluation on the demo test ground truth, then the submission"
-$PY tools/test.py "$CONFIG" "$ckpt" --work-dir "$OUT/test" --metrics-out "$OUT/metrics.json"
+echo "== 4/4 evaluation on the demo test ground truth, the submission, predictions to look at"
+$PY tools/test.py "$CONFIG" "$ckpt" --work-dir "$OUT/test" --metrics-out "$OUT/metrics.json" \
+  --report "$OUT/report"
 $PY tools/test.py "$CONFIG" "$ckpt" --work-dir "$OUT/test" --submit "$OUT/submission.zip"
+$PY tools/predict.py "$CONFIG" "$ckpt" "$OUT/data/test_release" --out-dir "$OUT/predict"
 
 $PY - "$OUT/metrics.json" <<'PYEOF'
 import json, sys
@@ -32,4 +34,5 @@ print('mask AP50 per class: ' + ', '.join(
 PYEOF
 echo "data: $OUT/data   model: $ckpt   logs: $OUT/train"
 echo "submission: $OUT/submission.zip ($OUT/test-results.json)   metrics: $OUT/metrics.json"
+echo "look at: $OUT/predict (label TIFFs, overlays, instances.csv), $OUT/report, $OUT/train/curves.png"
 echo "took $(( $(date +%s) - start )) s"
