@@ -1,0 +1,55 @@
+"""tools/kfold.py's table: each fold's best validation epoch, mean and standard deviation."""
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from cellseg.hw3 import CLASS_NAMES
+from cellseg.reports import best_validation, fold_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_run(work_dir: Path, ap50_by_epoch: list[float]) -> None:
+    vis = work_dir / '20260101_000000' / 'vis_data'
+    vis.mkdir(parents=True)
+    rows = [dict(loss=1.0, step=1, epoch=1)]
+    for epoch, ap50 in enumerate(ap50_by_epoch, start=1):
+        row = {'coco/segm_mAP': ap50 / 2, 'coco/segm_mAP_50': ap50, 'epoch': epoch, 'step': epoch}
+        row.update({f'coco/segm_{c}_mAP_50': ap50 + i / 100 for i, c in enumerate(CLASS_NAMES)})
+        rows.append(row)
+    (vis / 'scalars.json').write_text('\n'.join(json.dumps(r) for r in rows) + '\n')
+
+
+def test_best_epoch_and_table(tmp_path: Path) -> None:
+    runs = [[0.1, 0.3, 0.2], [0.2, 0.25, 0.4]]
+    for k, aps in enumerate(runs):
+        write_run(tmp_path / f'cell_r50_fold{k}', aps)
+    best = [best_validation(tmp_path / f'cell_r50_fold{k}') for k in range(2)]
+    assert [b['epoch'] for b in best] == [2, 3]
+    table = fold_table(best, CLASS_NAMES)
+    lines = table.splitlines()
+    assert lines[0].startswith('| fold | epoch | AP | AP50 | class1 AP50')
+    assert '| 0 | 2 | 0.150 | 0.300 | 0.300 | 0.310 | 0.320 | 0.330 |' in lines
+    assert lines[-2].startswith('| mean |  | 0.175 | 0.350 |')
+    assert lines[-1].startswith('| std |  | 0.035 | 0.071 |')
+
+
+def test_kfold_tool_reports_existing_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
+    for k in range(5):
+        write_run(tmp_path / f'cell_r50_fold{k}', [0.1 * (k + 1)])
+    monkeypatch.setattr(sys, 'argv', ['kfold.py', 'configs/ablations/cell_r50_fold',
+                                      '--report-only', '--work-root', str(tmp_path)])
+    runpy.run_path(str(REPO / 'tools' / 'kfold.py'), run_name='__main__')
+    out = capsys.readouterr().out
+    assert '| mean |  | 0.150 | 0.300 |' in out
+
+
+def test_missing_validation_names_the_work_dir(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        best_validation(tmp_path)
