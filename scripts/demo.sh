@@ -29,7 +29,7 @@ print('\n== demo results (test images, maxDets 100 as on CodaBench)')
 print(f"mask AP50 {m['coco/segm_mAP_50']:.3f}   mask AP {m['coco/segm_mAP']:.3f}   "
       f"box AP50 {m['coco/bbox_mAP_50']:.3f}")
 print('mask AP50 per class: ' + ', '.join(
-    f"{k.split('/')[1][5:-8]} {v:.3f}" for k, v in m.items()
+    f"{k.split('/')[1].split('_')[1]} {v:.3f}" for k, v in m.items()
     if k.startswith('coco/segm_class') and k.endswith('_mAP_50')))
 PYEOF
 echo "data: $OUT/data   model: $ckpt   logs: $OUT/train"
