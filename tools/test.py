@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 import tempfile
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.dist import is_main_process  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
@@ -29,8 +27,9 @@ from cellseg.fileio import atomic_write_json  # noqa: E402
 from cellseg.mask_tta import use_tta  # noqa: E402
 from cellseg.runtime import (  # noqa: E402
     adapt_to_cpu,
+    add_common_args,
     configure_submission_run,
-    set_data_paths,
+    load_config,
     test_dataset_root,
     use_test_ground_truth,
 )
@@ -41,10 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test a cell segmentation model')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='where logs go (default: work_dirs/<config name>)')
-    parser.add_argument('--data-root', help='HW3 data root (overrides the config)')
-    parser.add_argument('--ann-dir', help='folder of the COCO files from data_prep/hw3_to_coco.py '
-                        '(default: DATA_ROOT/annotations)')
+    add_common_args(parser)
     parser.add_argument('--test-gt', metavar='JSON', help='evaluate on the test images against '
                         'this COCO ground truth (e.g. the demo\'s or CoNSeP\'s test_gt.json)')
     parser.add_argument('--submit', metavar='PATH', help='predict the test images and write the '
@@ -54,14 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         'report here: per-class table, PR curves, confusion matrix, worst images')
     parser.add_argument('--tta', action='store_true', help="test-time augmentation: the "
                         "config's tta_model and tta_pipeline (configs/cell_r50_dense_tta.py)")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher for several processes')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parser.parse_args(argv)
 
 
 def _as_list(item: object) -> list:
@@ -70,13 +59,7 @@ def _as_list(item: object) -> list:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    set_data_paths(cfg, args.data_root, args.ann_dir)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     cfg.load_from = args.checkpoint
     adapt_to_cpu(cfg)
     if args.test_gt:

@@ -6,48 +6,30 @@
 from __future__ import annotations
 
 import argparse
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from cellseg.runtime import adapt_to_cpu, set_data_paths  # noqa: E402
+from cellseg.runtime import adapt_to_cpu, add_common_args, load_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a cell segmentation model')
     parser.add_argument('config', help='config file')
-    parser.add_argument('--work-dir', help='where logs and checkpoints go '
-                        '(default: work_dirs/<config name>)')
-    parser.add_argument('--data-root', help='HW3 data root (overrides the config)')
-    parser.add_argument('--ann-dir', help='folder of the COCO files from data_prep/hw3_to_coco.py '
-                        '(default: DATA_ROOT/annotations)')
+    add_common_args(parser)
     parser.add_argument('--resume', nargs='?', const='auto', help='resume from this checkpoint, '
                         'or without a value from the latest one in the work dir')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by total batch size / auto_scale_lr.base_batch_size')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher for several processes')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parser.parse_args(argv)
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    set_data_paths(cfg, args.data_root, args.ann_dir)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
