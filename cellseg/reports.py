@@ -19,8 +19,12 @@ def read_scalars(work_dir: str | Path) -> list[dict]:
 
 
 def validation_rows(work_dir: str | Path, key: str = LEADERBOARD_KEY) -> list[dict]:
-    """The rows holding validation metrics (those with ``key``)."""
-    return [r for r in read_scalars(work_dir) if key in r]
+    """The rows holding validation metrics (those with ``key``), each with its ``epoch``.
+
+    mmengine logs an epoch-based validation with ``step`` = the epoch and no ``epoch`` key.
+    """
+    return [dict(r, epoch=r.get('epoch', r.get('step'))) for r in read_scalars(work_dir)
+            if key in r]
 
 
 def best_validation(work_dir: str | Path, key: str = LEADERBOARD_KEY) -> dict:
