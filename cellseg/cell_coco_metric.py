@@ -12,6 +12,8 @@ from mmdet.registry import METRICS
 from mmengine.fileio import load
 from mmengine.logging import MMLogger
 
+BACKENDS = ('pycocotools', 'faster_coco_eval')
+
 
 def average_precision(precision: np.ndarray, iou_index: int | None = None,
                       class_index: int | None = None, dets_index: int = 0) -> float:
@@ -41,13 +43,30 @@ class CellCocoMetric(CocoMetric):
     - with ``classwise``: ``segm_{class}_mAP`` and ``segm_{class}_mAP_50`` at 100.
 
     ``format_only`` and proposal metrics behave as in ``CocoMetric``.
+
+    ``backend`` picks the COCOeval implementation: ``'pycocotools'`` (the reference, used by
+    CodaBench) or ``'faster_coco_eval'`` (the ``faster-coco-eval`` package: the same matching and
+    accumulation in C++, several times faster on dense images at 1000 detections; its AP agrees
+    with pycocotools', see ``tests/test_speed_equivalences.py``).
     """
 
-    def __init__(self, *args, max_dets: tuple[int, int] = (100, 1000), **kwargs) -> None:
+    def __init__(self, *args, max_dets: tuple[int, int] = (100, 1000),
+                 backend: str = 'pycocotools', **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if len(max_dets) != 2 or max_dets[0] != 100:
             raise ValueError(f'max_dets must be (100, N), got {max_dets}')
         self.max_dets = tuple(int(m) for m in max_dets)
+        if backend not in BACKENDS:
+            raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+        if backend == 'faster_coco_eval':
+            try:
+                import faster_coco_eval  # noqa: F401
+            except ImportError as e:
+                raise ImportError("CellCocoMetric(backend='faster_coco_eval') needs the "
+                                  'faster-coco-eval package (pip install faster-coco-eval); '
+                                  "backend='pycocotools' needs nothing more") from e
+        self.backend = backend
+        self._fast_gt = None  # (the mmdet COCO it was made from, faster_coco_eval's COCO)
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         if self.format_only or any(m.startswith('proposal') for m in self.metrics):
@@ -69,6 +88,23 @@ class CellCocoMetric(CocoMetric):
                 eval_results.update(self._evaluate(iou_type, predictions, logger))
         return eval_results
 
+    def _coco_eval(self, iou_type: str, predictions: list):
+        """A COCOeval of the chosen backend over the ground truth and ``predictions``."""
+        if self.backend == 'pycocotools':
+            return COCOeval(self._coco_api, self._coco_api.loadRes(predictions), iou_type)
+        from faster_coco_eval import COCO as FastCOCO
+        from faster_coco_eval import COCOeval_faster
+
+        if self._fast_gt is None or self._fast_gt[0] is not self._coco_api:
+            # faster_coco_eval adds its own keys to the annotation dicts it evaluates: give it
+            # copies, so mmdet's ground truth stays as it was loaded
+            data = self._coco_api.dataset
+            gt = FastCOCO(dict(data, annotations=[dict(a) for a in data['annotations']]))
+            self._fast_gt = (self._coco_api, gt)
+        gt = self._fast_gt[1]
+        return COCOeval_faster(gt, gt.loadRes(predictions), iou_type,
+                               print_function=lambda *args: None)
+
     def _evaluate(self, iou_type: str, predictions: list, logger: MMLogger) -> dict[str, float]:
         names = [c['name'] for c in self._coco_api.loadCats(self.cat_ids)]
         big = self.max_dets[-1]
@@ -83,7 +119,7 @@ class CellCocoMetric(CocoMetric):
             # as mmdet does: without boxes, COCO computes instance areas from the masks
             for p in predictions:
                 p.pop('bbox', None)
-        coco_eval = COCOeval(self._coco_api, self._coco_api.loadRes(predictions), iou_type)
+        coco_eval = self._coco_eval(iou_type, predictions)
         coco_eval.params.catIds = self.cat_ids
         coco_eval.params.imgIds = self.img_ids
         coco_eval.params.iouThrs = self.iou_thrs

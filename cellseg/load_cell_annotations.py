@@ -1,0 +1,34 @@
+"""Loading the COCO annotations of cell images with masks as pixel coordinates."""
+from __future__ import annotations
+
+from mmdet.datasets.transforms import LoadAnnotations
+from mmdet.registry import TRANSFORMS
+
+from cellseg.chunked_masks import rle_pixels
+from cellseg.sparse_masks import SparseBitmapMasks
+
+
+@TRANSFORMS.register_module()
+class LoadCellAnnotations(LoadAnnotations):
+    """``LoadAnnotations`` whose masks are ``SparseBitmapMasks``, decoded from the RLEs at once.
+
+    mmdet decodes each instance's RLE into a full-size array and stacks them (150 cells of a
+    512x512 image: 39 MB written twice), and the crop, filter and pack transforms after it copy
+    them again. Here all RLEs of an image are parsed together into their foreground pixels
+    (``cellseg.chunked_masks.rle_pixels``), so loading costs what the cells cover and the
+    transforms after it work on coordinates (``cellseg.sparse_masks``). The masks are the same
+    pixels: ``.masks`` gives the array ``LoadAnnotations`` would.
+
+    Polygons, uncompressed RLEs, or an RLE whose size is not the image's go through
+    ``LoadAnnotations`` unchanged (for the whole image).
+    """
+
+    def _load_masks(self, results: dict) -> None:
+        h, w = results['ori_shape']
+        anns = self._process_masks(results)
+        if not self.poly2mask or not all(
+                isinstance(a, dict) and isinstance(a.get('counts'), (str, bytes))
+                and [int(v) for v in a.get('size', ())] == [h, w] for a in anns):
+            return super()._load_masks(results)
+        inst, ys, xs = rle_pixels(anns)
+        results['gt_masks'] = SparseBitmapMasks.from_pixels(inst, ys, xs, len(anns), h, w)

@@ -1,0 +1,268 @@
+"""The fast paths of benchmarks/speed.py give exactly what the plain ones give.
+
+- chunked paste + RLE (``ChunkedMaskHead``) == mmdet's ``FCNMaskHead`` + ``encode_mask_results``;
+- one-pass label-map encoding == ``cellseg.hw3.encode_instance_map``;
+- RLE parsing to pixels == pycocotools' ``decode``;
+- ``SparseBitmapMasks`` / ``LoadCellAnnotations`` == ``BitmapMasks`` / ``LoadAnnotations``;
+- ``CellCocoMetric(backend='faster_coco_eval')`` == the pycocotools reference.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pycocotools.mask as mask_utils
+import pytest
+import torch
+from mmdet.models.roi_heads.mask_heads import FCNMaskHead
+from mmdet.structures.mask import BitmapMasks, encode_mask_results
+from mmengine.config import ConfigDict
+
+from cellseg import hw3
+from cellseg.chunked_mask_head import ChunkedMaskHead
+from cellseg.chunked_masks import (
+    encode_instances,
+    encode_label_map,
+    encode_windows,
+    paste_masks_to_rles,
+    rle_pixels,
+)
+from cellseg.demo_data import render_image
+from cellseg.sparse_masks import SparseBitmapMasks
+
+
+def _detections(seed: int, n: int, height: int, width: int):
+    """Boxes of all sizes clipped to the image (as the box head clips them), including
+    zero-size and border boxes, with mask logits of 4 classes."""
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(-20, [width + 20, height + 20], size=(n, 2))
+    size = rng.uniform(0.3, 50, size=(n, 2))
+    size[:4] = rng.uniform(100, 300, size=(4, 2))  # a few larger than a chunk
+    size[4] = 0
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    boxes[5] = [width, 3, width, 9]  # zero-width box on the right border
+    boxes[6] = [0, 0, width, height]  # the whole image
+    logits = torch.from_numpy(rng.normal(0, 3, size=(n, 4, 28, 28)).astype(np.float32))
+    labels = torch.from_numpy(rng.integers(0, 4, size=n))
+    return torch.from_numpy(boxes.astype(np.float32)), logits, labels
+
+
+@pytest.mark.parametrize('scale', [1.0, 0.75])
+@pytest.mark.parametrize('chunk_pixels', [2**22, 3000])
+def test_chunked_mask_head_equals_fcn_mask_head(scale: float, chunk_pixels: int) -> None:
+    height, width = 150, 230
+    boxes, logits, labels = _detections(0, 120, round(height * scale), round(width * scale))
+    meta = dict(scale_factor=(scale, scale), ori_shape=(height, width))
+    cfg = ConfigDict(mask_thr_binary=0.5)
+    torch.manual_seed(0)
+    plain = FCNMaskHead(num_classes=4)
+    chunked = ChunkedMaskHead(num_classes=4, paste_chunk_pixels=chunk_pixels)
+    for rescale in (True, False):
+        b1, b2 = boxes.clone(), boxes.clone()
+        want = encode_mask_results(plain._predict_by_feat_single(
+            logits, b1, labels, meta, cfg, rescale=rescale).numpy())
+        got = chunked._predict_by_feat_single(logits, b2, labels, meta, cfg, rescale=rescale)
+        assert got == want
+        assert torch.equal(b1, b2)  # boxes are rescaled in place, as mmdet's head does
+
+
+def test_paste_thresholds_and_soft_masks_fall_back() -> None:
+    boxes, logits, labels = _detections(1, 60, 90, 110)
+    meta = dict(scale_factor=(1.0, 1.0), ori_shape=(90, 110))
+    plain, chunked = FCNMaskHead(num_classes=4), ChunkedMaskHead(num_classes=4)
+    for thr in (0.3, 0.5, 0.9):
+        cfg = ConfigDict(mask_thr_binary=thr)
+        want = encode_mask_results(plain._predict_by_feat_single(
+            logits, boxes.clone(), labels, meta, cfg).numpy())
+        probs = logits.sigmoid()[range(len(labels)), labels][:, None]
+        assert paste_masks_to_rles(probs, boxes.clone(), 90, 110, thr, 500) == want
+    soft = chunked._predict_by_feat_single(logits, boxes.clone(), labels, meta,
+                                           ConfigDict(mask_thr_binary=-1))
+    assert isinstance(soft, torch.Tensor) and soft.dtype == torch.uint8
+
+
+def test_encode_windows_joins_runs_across_columns() -> None:
+    rng = np.random.default_rng(2)
+    height, width = 12, 20
+    for _ in range(50):
+        w = int(rng.integers(1, 8))
+        windows = rng.random((4, height, w)) < rng.uniform(0.1, 0.95)
+        x0 = rng.integers(0, width - w + 1, size=4)
+        full = np.zeros((height, width, 4), np.uint8)
+        for i in range(4):
+            full[:, x0[i]:x0[i] + w, i] = windows[i]
+        want = mask_utils.encode(np.asfortranarray(full))
+        assert encode_windows(windows, np.zeros(4, int), x0, height, width) == want
+
+
+def test_label_map_encoding_equals_encode_instance_map() -> None:
+    _, ids, _ = render_image(np.random.default_rng(3), 300, 320, 300)  # past 255 instances
+    ids[:, -1] = 500  # a column-long instance at the border, and a sparse large id
+    ids[0, :40] = 77
+    assert encode_instances(ids) == hw3.encode_instance_map(ids)
+    assert encode_instances(np.zeros((5, 4), np.int64)) == []
+    found, _ = encode_label_map(ids)
+    assert found.tolist() == sorted(set(np.unique(ids).tolist()) - {0})
+
+
+def test_rle_pixels_equal_pycocotools_decode() -> None:
+    rng = np.random.default_rng(4)
+    masks = (rng.random((37, 41, 6)) < 0.5).astype(np.uint8)
+    masks[..., 0] = 0
+    masks[..., 1] = 1
+    masks[..., 2] = 0
+    masks[-1, -1, 2] = 1
+    _, ids, _ = render_image(np.random.default_rng(5), 37, 41, 8)
+    masks[..., 3] = ids == 1
+    rles = mask_utils.encode(np.asfortranarray(masks))
+    for rle in rles[::2]:  # both forms of counts
+        rle['counts'] = rle['counts'].decode('ascii')
+    inst, ys, xs = rle_pixels(rles)
+    got = np.zeros((6, 37, 41), np.uint8)
+    got[inst, ys, xs] = 1
+    assert np.array_equal(got, masks.transpose(2, 0, 1))
+    with pytest.raises(ValueError):
+        rle_pixels([dict(size=[37, 41], counts='0a')])  # ends inside a count
+
+
+def _sparse_and_dense(seed: int = 6) -> tuple[SparseBitmapMasks, BitmapMasks]:
+    _, ids, _ = render_image(np.random.default_rng(seed), 60, 70, 25)
+    _, rles = encode_label_map(ids)
+    rles.append(mask_utils.encode(np.zeros((60, 70), np.uint8, order='F')))  # an empty mask
+    inst, ys, xs = rle_pixels(rles)
+    dense = mask_utils.decode(rles).transpose(2, 0, 1)
+    return (SparseBitmapMasks.from_pixels(inst, ys, xs, len(rles), 60, 70),
+            BitmapMasks(dense, 60, 70))
+
+
+@pytest.mark.parametrize('op', [
+    lambda m: m[np.arange(len(m))],
+    lambda m: m[np.array([3, 1, 3, 0])],
+    lambda m: m[np.arange(len(m)) % 3 == 0],
+    lambda m: m[2:9],
+    lambda m: m[4],
+    lambda m: m[np.array([], np.int64)],
+    lambda m: m.crop(np.array([10, 5, 50, 44])),
+    lambda m: m.crop(np.array([-5, -5, 100, 100])),
+    lambda m: m.pad((64, 96)),
+    lambda m: m.flip('horizontal'),
+    lambda m: m.flip('vertical'),
+    lambda m: m.flip('diagonal'),
+    lambda m: m.rescale(0.5),
+    lambda m: pickle.loads(pickle.dumps(m)),
+])
+def test_sparse_masks_equal_bitmap_masks(op) -> None:
+    sparse, dense = _sparse_and_dense()
+    got, want = op(sparse), op(dense)
+    assert len(got) == len(want)
+    assert (got.height, got.width) == (want.height, want.width)
+    assert np.array_equal(got.areas, want.areas)
+    assert np.array_equal(got.get_bboxes('hbox').tensor.numpy(),
+                          want.get_bboxes('hbox').tensor.numpy())
+    assert np.array_equal(got.masks, want.masks)
+    # built as an array, it still pickles as its pixels
+    assert pickle.loads(pickle.dumps(got)).masks.tobytes() == want.masks.tobytes()
+
+
+def test_load_cell_annotations_equals_load_annotations(tiny_root, tiny_ann) -> None:
+    """The training pipeline with LoadCellAnnotations gives the same samples, also when the
+    random crop cuts (a crop smaller than the tiny images here)."""
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+
+    import cellseg.load_cell_annotations  # noqa: F401
+
+    register_all_modules()
+    tiny = Path(__file__).parent / 'configs' / 'cell_r50_tiny.py'
+    cfg = Config.fromfile(str(tiny)).train_dataloader.dataset
+    cfg.data_root = str(tiny_root) + '/'
+    cfg.ann_file = str(tiny_ann / 'train_all.json')
+    for crop in (None, (40, 48)):
+        plain, cell = copy.deepcopy(cfg), copy.deepcopy(cfg)
+        for ds in (plain, cell):
+            if crop:
+                next(t for t in ds.pipeline if t.type == 'RandomCrop').crop_size = crop
+        next(t for t in cell.pipeline if t.type == 'LoadAnnotations').type = 'LoadCellAnnotations'
+        plain, cell = DATASETS.build(plain), DATASETS.build(cell)
+        for i in range(len(plain)):
+            np.random.seed(i)
+            want = plain[i]
+            np.random.seed(i)
+            got = pickle.loads(pickle.dumps(cell[i]))  # as a loader worker sends it
+            w, g = want['data_samples'].gt_instances, got['data_samples'].gt_instances
+            assert isinstance(g.masks, SparseBitmapMasks)
+            assert torch.equal(want['inputs'], got['inputs'])
+            assert torch.equal(w.labels, g.labels)
+            assert torch.equal(w.bboxes.tensor, g.bboxes.tensor)
+            assert np.array_equal(w.masks.masks, g.masks.masks)
+
+
+def _eval_case(tmp_path) -> tuple[str, list[dict]]:
+    """3 images of ~60-70 cells, ~120-140 detections each: every cell slightly moved, some
+    relabelled, and as many false detections. The first image holds one class only, so its
+    detections of that class pass 100 and maxDets 100 and 1000 differ."""
+    rng = np.random.default_rng(7)
+    images, anns, preds = [], [], []
+    for image_id in (1, 2, 3):
+        _, ids, class_of_id = render_image(np.random.default_rng([8, image_id]), 150, 180, 70,
+                                           classes=(1,) if image_id == 1 else None)
+        images.append(dict(id=image_id, file_name=f'{image_id}.tif', height=150, width=180))
+        for inst in encode_instances(ids):
+            k = int(class_of_id[inst['id']])
+            anns.append(dict(id=len(anns) + 1, image_id=image_id, category_id=k, iscrowd=0,
+                             segmentation=inst['segmentation'], area=inst['area'],
+                             bbox=inst['bbox']))
+            mask = ids == inst['id']
+            for fake in (False, True):
+                shift = rng.integers(15, 40, size=2) if fake else rng.integers(-1, 2, size=2)
+                moved = np.asfortranarray(np.roll(mask, tuple(shift), (0, 1)).astype(np.uint8))
+                rle = mask_utils.encode(moved)
+                preds.append(dict(
+                    image_id=image_id, score=float(rng.uniform(0.05, 0.5 if fake else 1.0)),
+                    category_id=k if fake or rng.random() < 0.9 else int(rng.integers(1, 5)),
+                    segmentation=dict(size=rle['size'], counts=rle['counts'].decode())))
+    gt = dict(images=images, annotations=anns, categories=hw3.categories())
+    path = tmp_path / 'gt.json'
+    path.write_text(json.dumps(gt))
+    return str(path), preds
+
+
+@pytest.mark.parametrize('iou_type', ['segm', 'bbox'])
+def test_faster_coco_eval_equals_pycocotools(tmp_path, iou_type: str) -> None:
+    pytest.importorskip('faster_coco_eval')
+    from mmengine.logging import MMLogger
+
+    from cellseg.cell_coco_metric import CellCocoMetric
+
+    gt_path, preds = _eval_case(tmp_path)
+    if iou_type == 'bbox':  # as mmdet's bbox results file holds them
+        preds = [dict({k: v for k, v in p.items() if k != 'segmentation'},
+                      bbox=mask_utils.toBbox(p['segmentation']).tolist()) for p in preds]
+    out = {}
+    for backend in ('pycocotools', 'faster_coco_eval'):
+        metric = CellCocoMetric(ann_file=gt_path, metric=[iou_type], classwise=True,
+                                backend=backend)
+        metric.dataset_meta = dict(classes=hw3.CLASS_NAMES)
+        metric.cat_ids = metric._coco_api.get_cat_ids(cat_names=hw3.CLASS_NAMES)
+        metric.img_ids = metric._coco_api.get_img_ids()
+        out[backend] = metric._evaluate(iou_type, copy.deepcopy(preds),
+                                        MMLogger.get_current_instance())
+    ref, fast = out['pycocotools'], out['faster_coco_eval']
+    assert list(fast) == list(ref)
+    # the case tells maxDets 100 and 1000 apart
+    assert ref[f'{iou_type}_mAP_50'] != ref[f'{iou_type}_mAP_50_maxdets1000']
+    for key in ref:
+        assert round(fast[key], 3) == round(ref[key], 3), key
+
+
+def test_metric_rejects_unknown_backend() -> None:
+    from cellseg.cell_coco_metric import CellCocoMetric
+
+    with pytest.raises(ValueError, match='backend'):
+        CellCocoMetric(metric=['segm'], backend='fast')
