@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pycocotools.mask as mask_utils
 import tifffile
 from scipy import ndimage
 
+from cellseg.chunked_masks import encode_instances
 from cellseg.submission import ImageInfo, load_id_map
 
 CLASS_NAMES = ('class1', 'class2', 'class3', 'class4')
@@ -210,21 +210,10 @@ def iter_instances(labels: np.ndarray) -> Iterator[tuple[int, tuple[slice, slice
 def encode_instance_map(labels: np.ndarray) -> list[dict]:
     """RLE-encode every instance of one id map: ``[{'id', 'segmentation', 'bbox', 'area'}]``.
 
-    Each instance is painted into one reused Fortran-ordered buffer over its bounding box only, so
-    the cost is one encode pass per instance and no per-instance full-size allocation.
+    Each instance is encoded from its own column band (``cellseg.chunked_masks``), so the cost
+    follows the instance, not the image; the output equals pycocotools' encode of the full mask.
     """
-    h, w = labels.shape
-    buf = np.zeros((h, w), dtype=np.uint8, order='F')
-    out = []
-    for inst_id, sl in iter_instances(labels):
-        buf[sl] = labels[sl] == inst_id
-        rle = mask_utils.encode(buf)
-        buf[sl] = 0
-        rle['counts'] = rle['counts'].decode('ascii')
-        out.append(dict(id=inst_id, segmentation=rle,
-                        bbox=[float(v) for v in mask_utils.toBbox(rle)],
-                        area=float(mask_utils.area(rle))))
-    return out
+    return encode_instances(labels)
 
 
 def categories() -> list[dict]:
