@@ -77,8 +77,11 @@ def tiff_shape(path: str | Path) -> tuple[int, int]:
     return int(shape[axes.index('Y')]), int(shape[axes.index('X')])
 
 
-def to_rgb_uint8(pixels: np.ndarray, source: str | Path = '<array>') -> np.ndarray:
-    """Convert grey/RGB/RGBA, uint8/uint16 pixels to HxWx3 uint8 RGB (rules in the module doc)."""
+def to_rgb_uint8(pixels: np.ndarray, source: str | Path = '<array>',
+                 bgr: bool = False) -> np.ndarray:
+    """Convert grey/RGB/RGBA, uint8/uint16 pixels to HxWx3 uint8 RGB (rules in the module doc),
+    or BGR with ``bgr``: the channel order is chosen in the one copy that drops alpha, so the
+    data loader does not copy the image a second time to reorder it."""
     if pixels.ndim == 3 and pixels.shape[-1] == 1:
         pixels = pixels[..., 0]
     if pixels.ndim == 2:
@@ -88,8 +91,11 @@ def to_rgb_uint8(pixels: np.ndarray, source: str | Path = '<array>') -> np.ndarr
         if alpha.min() != alpha.max():
             logger.warning('%s: alpha channel is not uniform; it is ignored (pixels are used as '
                            'they are, not composited)', source)
-        pixels = pixels[..., :3]
-    elif not (pixels.ndim == 3 and pixels.shape[-1] == 3):
+        pixels = pixels[..., 2::-1] if bgr else pixels[..., :3]
+    elif pixels.ndim == 3 and pixels.shape[-1] == 3:
+        if bgr:
+            pixels = pixels[..., ::-1]
+    else:
         raise HW3FormatError(f'{source}: expected a grey, RGB or RGBA image, got shape '
                              f'{pixels.shape}')
     if pixels.dtype == np.uint8:
@@ -104,8 +110,8 @@ def to_rgb_uint8(pixels: np.ndarray, source: str | Path = '<array>') -> np.ndarr
                          'expected)')
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file (TIFF, PNG, JPEG) as HxWx3 uint8 RGB."""
+def read_image(path: str | Path, bgr: bool = False) -> np.ndarray:
+    """Read an image file (TIFF, PNG, JPEG) as HxWx3 uint8 RGB (BGR with ``bgr``)."""
     path = Path(path)
     if not path.is_file():
         raise HW3FormatError(f'{path}: image file not found')
@@ -117,11 +123,11 @@ def read_image(path: str | Path) -> np.ndarray:
         pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if pixels is None:
             raise HW3FormatError(f'{path}: cannot decode image')
-        if pixels.ndim == 3:  # OpenCV decodes to BGR(A)
+        if pixels.ndim == 3 and pixels.shape[-1] >= 3:  # OpenCV decodes to BGR(A)
             pixels = pixels[..., [2, 1, 0, 3][: pixels.shape[-1]]]
     if pixels.ndim >= 2 and min(pixels.shape[:2]) == 0:
         raise HW3FormatError(f'{path}: image is empty (shape {pixels.shape})')
-    return to_rgb_uint8(pixels, path)
+    return to_rgb_uint8(pixels, path, bgr)
 
 
 def read_instance_map(path: str | Path, shape: tuple[int, int]) -> np.ndarray:

@@ -24,7 +24,7 @@ class LoadCellImageFromFile(LoadImageFromFile):
         filename = results['img_path']
         if Path(filename).suffix.lower() not in TIFF_SUFFIXES:
             return super().transform(results)
-        img = np.ascontiguousarray(read_image(filename)[..., ::-1])
+        img = read_image(filename, bgr=True)
         if self.to_float32:
             img = img.astype(np.float32)
         results['img'] = img
