@@ -6,17 +6,19 @@
 Items (``--only`` takes any of them; all run by default, in this order):
 
 - ``data``: a training sample from its files to packed tensors (image + ~150 masks, 512x512),
-  the config's pipeline against what the original study's script did per item (re-read the image
-  and the 4 class TIFFs, one dense mask per instance from the float maps).
+  the config's pipeline (``LoadCellAnnotations``) against what the original study's script did
+  per item (re-read the image and the 4 class TIFFs, one dense mask per instance from the float
+  maps), and against the same pipeline with mmdet's ``LoadAnnotations``.
 - ``train``: mean iteration of the training loop against ``train_step`` (preprocess, forward,
   backward, optimizer step) of the same model on batches already in memory; the tiny test model.
 - ``predict``: one 512x512 image with 300 detections from its file to the submission JSON
   (pipeline, model, paste, RLE, JSON, as ``tools/test.py --submit`` does) against the model's
-  forward alone; mmdet's ``FCNMaskHead`` and cellseg's ``ChunkedMaskHead``.
+  forward alone; mmdet's ``FCNMaskHead`` with mmengine's JSON writer, and the configs'
+  ``ChunkedMaskHead`` with ``cellseg.fast_json``.
 - ``memory``: peak RSS of a process predicting one 2500x2000 image with 1000 detections up to its
   RLEs, with each mask head, in a fresh process each; the RLEs must be identical.
 - ``convert``: ``data_prep/hw3_to_coco.py`` on 209 generated images like the real ones, as it is
-  and with the label-map encoder of ``cellseg.chunked_masks`` (the same JSON files required).
+  and with a full-image pycocotools encode per instance (the same JSON files required).
 - ``eval``: COCO segm evaluation of 100 dense images (~300 detections each) at maxDets 1000,
   ``CellCocoMetric(backend='pycocotools')`` against ``backend='faster_coco_eval'``.
 
@@ -28,6 +30,7 @@ noisier than trained ones (more runs), so paste, RLE and JSON figures err on the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -233,17 +236,14 @@ def original_loader(folder: Path, image_id: int, pack) -> dict:
     return pack(results)
 
 
-def use_cell_annotations(cfg) -> bool:
-    """Load training masks with ``LoadCellAnnotations`` (the proposed config line); False if the
-    config already does."""
-    changed = False
+def set_mask_loader(cfg, loader: str) -> None:
+    """Load training masks with ``loader``: ``'LoadCellAnnotations'`` (the configs' choice) or
+    mmdet's ``'LoadAnnotations'`` (the baseline)."""
+    import cellseg.load_cell_annotations  # noqa: F401  (registers the transform)
+
     for t in cfg.train_dataloader.dataset.pipeline:
-        if t['type'] == 'LoadAnnotations':
-            t['type'] = 'LoadCellAnnotations'
-            changed = True
-    if 'cellseg.load_cell_annotations' not in cfg.custom_imports.imports:
-        import cellseg.load_cell_annotations  # noqa: F401  (registers the transform)
-    return changed
+        if t['type'] in ('LoadAnnotations', 'LoadCellAnnotations'):
+            t['type'] = loader
 
 
 def bench_data(work: Path, rounds: int) -> None:
@@ -255,9 +255,10 @@ def bench_data(work: Path, rounds: int) -> None:
     ds_cfg = cfg.train_dataloader.dataset
     ds_cfg.data_root = str(root) + '/'
     ds_cfg.ann_file = str(root / 'annotations' / 'train_all.json')
-    mmdet_loader = DATASETS.build(copy.deepcopy(ds_cfg))
-    swapped = use_cell_annotations(cfg)
-    cell_loader = DATASETS.build(cfg.train_dataloader.dataset)
+    set_mask_loader(cfg, 'LoadCellAnnotations')
+    cell_loader = DATASETS.build(copy.deepcopy(ds_cfg))
+    set_mask_loader(cfg, 'LoadAnnotations')
+    mmdet_loader = DATASETS.build(ds_cfg)
     folders = sorted((root / 'train').iterdir())
     pack = PackDetInputs()
     masks = [len(cell_loader[i]['data_samples'].gt_instances) for i in range(len(folders))]
@@ -280,11 +281,10 @@ def bench_data(work: Path, rounds: int) -> None:
     orig, ours, arrays = per['original'], per['cell'], per['cell_arrays']
     what = f'512x512, {np.mean(masks):.0f} masks'
     report('data', f'time per training sample ({what}), original loader', f'{orig * 1e3:.1f} ms')
-    report('data', "time per training sample, the config's pipeline as it is (mmdet "
-           'LoadAnnotations)', f"{per['mmdet'] * 1e3:.1f} ms", f'{orig * 1e3:.1f} ms (original)')
-    report('data', 'time per training sample, with LoadCellAnnotations'
-           + (' (proposed config line)' if swapped else ''), f'{ours * 1e3:.1f} ms',
-           f'{orig * 1e3:.1f} ms (original)')
+    report('data', "time per training sample, the config's pipeline with mmdet's "
+           'LoadAnnotations', f"{per['mmdet'] * 1e3:.1f} ms", f'{orig * 1e3:.1f} ms (original)')
+    report('data', "time per training sample, the config's pipeline (LoadCellAnnotations)",
+           f'{ours * 1e3:.1f} ms', f'{orig * 1e3:.1f} ms (original)')
     report('data', 'time per training sample, with LoadCellAnnotations and the mask arrays built',
            f'{arrays * 1e3:.1f} ms', f'{orig * 1e3:.1f} ms (original)')
     report('data', 'speed-up over the original loader (mask arrays built)', f'{orig / arrays:.1f}x',
@@ -319,8 +319,7 @@ def bench_train(work: Path, iters: int, cell_annotations: bool) -> None:
 
     cfg = load_config(REPO / 'tests' / 'configs' / 'cell_r50_tiny.py')
     adapt_to_cpu(cfg)  # as tools/train.py does: no AMP without CUDA
-    if cell_annotations:
-        use_cell_annotations(cfg)
+    set_mask_loader(cfg, 'LoadCellAnnotations' if cell_annotations else 'LoadAnnotations')
     base_cfg = load_config(REPO / 'configs' / 'cell_r50.py')
     ds = cfg.train_dataloader.dataset
     ds.data_root, ds.ann_file = str(root) + '/', str(ann_file)
@@ -417,10 +416,26 @@ def forward_only(model, batch) -> int:
     return len(rois)
 
 
+@contextlib.contextmanager
+def json_handler(handler):
+    """mmengine's ``dump`` of ``.json`` files through ``handler`` for the duration."""
+    from mmengine.fileio.handlers.registry_utils import file_handlers
+
+    saved = file_handlers['json']
+    file_handlers['json'] = handler
+    try:
+        yield
+    finally:
+        file_handlers['json'] = saved
+
+
 def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
     import torch
     from mmdet.evaluation import CocoMetric
     from mmengine.dataset import pseudo_collate
+    from mmengine.fileio.handlers import JsonHandler
+
+    from cellseg.fast_json import FastJsonHandler
 
     root = dense512(work)
     cfg = load_config(REPO / config)
@@ -467,8 +482,12 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
                         t_fwd[head] += mid - start
                         t_e2e[head] += end - mid
             for head in heads:
+                # the baseline writes its JSON as mmengine does (json.dump); the configs' runs
+                # through cellseg.fast_json
+                writer = JsonHandler() if head == 'fcn' else FastJsonHandler()
                 start = time.perf_counter()
-                metrics[head].compute_metrics(metrics[head].results)
+                with json_handler(writer):
+                    metrics[head].compute_metrics(metrics[head].results)
                 if r:
                     t_e2e[head] += time.perf_counter() - start
                 results[head + '_json'] = (out_dir / 'results.segm.json').read_text()
@@ -477,7 +496,8 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
         results[head] = (t_fwd[head] / k, t_e2e[head] / k)
     same = results['fcn_json'] == results['chunked_json']
     name = Path(config).stem
-    for head, label in (('fcn', "mmdet's FCNMaskHead"), ('chunked', 'ChunkedMaskHead')):
+    for head, label in (('fcn', "mmdet's FCNMaskHead, mmengine's json.dump"),
+                        ('chunked', 'ChunkedMaskHead, cellseg.fast_json')):
         fwd, e2e = results[head]
         report('predict', f'end to end / forward, {name}, 512x512, 300 detections, {label}',
                f'{e2e / fwd:.3f} ({e2e * 1e3:.0f} ms / {fwd * 1e3:.0f} ms; overhead '
@@ -542,13 +562,35 @@ def bench_memory(work: Path, config: str) -> None:
 
 # ---- 5. conversion ------------------------------------------------------------------------------
 
+def encode_instance_map_per_mask(labels: np.ndarray) -> list[dict]:
+    """The baseline encoder (cellseg's first, and what the original script did): one pycocotools
+    ``encode`` of a full-image mask per instance, painted into one reused buffer."""
+    import pycocotools.mask as mask_utils
+
+    from cellseg.hw3 import iter_instances
+
+    buf = np.zeros(labels.shape, dtype=np.uint8, order='F')
+    out = []
+    for inst_id, sl in iter_instances(labels):
+        buf[sl] = labels[sl] == inst_id
+        rle = mask_utils.encode(buf)
+        buf[sl] = 0
+        rle['counts'] = rle['counts'].decode('ascii')
+        out.append(dict(id=inst_id, segmentation=rle,
+                        bbox=[float(v) for v in mask_utils.toBbox(rle)],
+                        area=float(mask_utils.area(rle))))
+    return out
+
+
 _CONVERT = '''
 import atexit, runpy, sys
 sys.path.insert(0, {repo!r})
+sys.path.insert(0, {bench!r})
 sys.argv = ['hw3_to_coco.py'] + {args!r}
-if {patched!r}:
-    from cellseg import chunked_masks, hw3
-    hw3.encode_instance_map = chunked_masks.encode_instances
+if {baseline!r}:
+    import speed
+    from cellseg import hw3
+    hw3.encode_instance_map = speed.encode_instance_map_per_mask
 atexit.register(lambda: print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]))
 runpy.run_path({script!r}, run_name='__main__')
 '''
@@ -558,22 +600,23 @@ def bench_convert(work: Path) -> None:
     root = hw3_like(work)
     script = str(REPO / 'data_prep' / 'hw3_to_coco.py')
     outs = {}
-    for variant in ('current', 'label-map encoder'):
-        out = work / f'convert_{variant.split()[0]}'
+    for variant in ('baseline', 'current'):
+        out = work / f'convert_{variant}'
         shutil.rmtree(out, ignore_errors=True)
-        code = _CONVERT.format(repo=str(REPO), args=[str(root), '--out-dir', str(out)],
-                               script=script, patched=variant != 'current')
+        code = _CONVERT.format(repo=str(REPO), bench=str(Path(__file__).resolve().parent),
+                               args=[str(root), '--out-dir', str(out)], script=script,
+                               baseline=variant == 'baseline')
         wall, log = run_child([sys.executable, '-c', code], dict(OMP_NUM_THREADS='1'))
         lines = log.strip().splitlines()
         peak = int(lines[-1].split()[1]) * 1024
         outs[variant] = (wall, peak, out, next(x for x in lines if ' images, ' in x))
-    (w0, r0, out0, log0), (w1, r1, out1, _) = outs['current'], outs['label-map encoder']
+    (w0, r0, out0, log0), (w1, r1, out1, _) = outs['baseline'], outs['current']
     same = all((out0 / p.name).read_bytes() == p.read_bytes() for p in sorted(out1.iterdir()))
     same = same and sorted(p.name for p in out0.iterdir()) == sorted(p.name for p in out1.iterdir())
-    report('convert', f'hw3_to_coco.py as it is, 209 images ({log0})', f'{w0:.1f} s, peak RSS '
-           f'{r0 / GIB:.2f} GiB', '', '<= 30 s and <= 1 GiB', w0 <= 30 and r0 <= GIB)
-    report('convert', 'with encode_instance_map from cellseg.chunked_masks (proposed)',
-           f'{w1:.1f} s, peak RSS {r1 / GIB:.2f} GiB', f'{w0:.1f} s as it is',
+    report('convert', f'hw3_to_coco.py with one full-image encode per instance (baseline), 209 '
+           f'images ({log0})', f'{w0:.1f} s, peak RSS {r0 / GIB:.2f} GiB')
+    report('convert', 'hw3_to_coco.py as it is (run-based encoder, cellseg.chunked_masks)',
+           f'{w1:.1f} s, peak RSS {r1 / GIB:.2f} GiB', f'{w0:.1f} s (baseline)',
            '<= 30 s and <= 1 GiB', w1 <= 30 and r1 <= GIB)
     report('convert', 'annotation files identical', str(same), met=same)
 

@@ -216,8 +216,9 @@ def iter_instances(labels: np.ndarray) -> Iterator[tuple[int, tuple[slice, slice
 def encode_instance_map(labels: np.ndarray) -> list[dict]:
     """RLE-encode every instance of one id map: ``[{'id', 'segmentation', 'bbox', 'area'}]``.
 
-    Each instance is encoded from its own column band (``cellseg.chunked_masks``), so the cost
-    follows the instance, not the image; the output equals pycocotools' encode of the full mask.
+    All instances come from one column-major pass over the map's runs
+    (``cellseg.chunked_masks.encode_instances``), not one full-image encode each; the output
+    equals pycocotools' encode of each full mask (tests/test_speed_equivalences.py).
     """
     return encode_instances(labels)
 

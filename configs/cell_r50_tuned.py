@@ -21,7 +21,7 @@ param_scheduler = [
 
 train_pipeline = [
     dict(type='LoadCellImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='LoadCellAnnotations', with_bbox=True, with_mask=True),
     dict(type='RandomCrop', crop_size=(1024, 1024), recompute_bbox=True, allow_negative_crop=True),
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1, 1), min_gt_mask_area=1, by_mask=True,
          keep_empty=False),

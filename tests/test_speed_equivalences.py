@@ -71,6 +71,46 @@ def test_chunked_mask_head_equals_fcn_mask_head(scale: float, chunk_pixels: int)
         assert torch.equal(b1, b2)  # boxes are rescaled in place, as mmdet's head does
 
 
+def test_chunked_mask_head_forward_equals_one_pass() -> None:
+    torch.manual_seed(0)
+    head = ChunkedMaskHead(num_classes=4, in_channels=16, conv_out_channels=16,
+                           forward_chunk=7).eval()
+    rois = torch.randn(30, 16, 14, 14)
+    with torch.no_grad():
+        got = head(rois)
+        want = FCNMaskHead.forward(head, rois)
+    assert got.shape == want.shape == (30, 4, 28, 28)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    head.train()  # training keeps one pass; gradients flow as through FCNMaskHead
+    head(rois[:10]).sum().backward()
+    assert head.conv_logits.weight.grad is not None
+    with pytest.raises(ValueError, match='forward_chunk'):
+        ChunkedMaskHead(num_classes=4, forward_chunk=0)
+
+
+def test_fast_json_handler_writes_what_mmengine_wrote(tmp_path) -> None:
+    """The registered handler writes json.dump's text (numpy values included), for .json only."""
+    from mmengine.config import Config
+    from mmengine.fileio import dump, load
+    from mmengine.fileio.handlers import JsonHandler
+    from mmengine.fileio.handlers.registry_utils import file_handlers
+
+    Config.fromfile(str(Path(__file__).parents[1] / 'configs' / 'cell_r50.py'))  # its imports
+    from cellseg.fast_json import FastJsonHandler
+
+    assert isinstance(file_handlers['json'], FastJsonHandler)
+    rng = np.random.default_rng(4)
+    results = [dict(image_id=int(i), bbox=rng.random(4).astype(np.float32).tolist(),
+                    score=np.float32(rng.random()), category_id=np.int64(2),
+                    segmentation=dict(size=[512, 512], counts='PQ\\o0' * int(i)))
+               for i in range(50)]
+    dump(results, tmp_path / 'fast.json')
+    with open(tmp_path / 'plain.json', 'w') as f:
+        JsonHandler().dump_to_fileobj(results, f)
+    assert (tmp_path / 'fast.json').read_text() == (tmp_path / 'plain.json').read_text()
+    assert load(tmp_path / 'fast.json')[3]['segmentation']['counts'] == 'PQ\\o0' * 3
+
+
 def test_paste_thresholds_and_soft_masks_fall_back() -> None:
     boxes, logits, labels = _detections(1, 60, 90, 110)
     meta = dict(scale_factor=(1.0, 1.0), ori_shape=(90, 110))
@@ -100,11 +140,24 @@ def test_encode_windows_joins_runs_across_columns() -> None:
         assert encode_windows(windows, np.zeros(4, int), x0, height, width) == want
 
 
+def encode_instance_map_per_mask(labels: np.ndarray) -> list[dict]:
+    """The reference: one pycocotools encode of each instance's full-image mask."""
+    out = []
+    for inst_id in np.unique(labels[labels != 0]).tolist():
+        rle = mask_utils.encode(np.asfortranarray(labels == inst_id, dtype=np.uint8))
+        out.append(dict(id=inst_id, segmentation=dict(size=rle['size'],
+                                                      counts=rle['counts'].decode('ascii')),
+                        bbox=[float(v) for v in mask_utils.toBbox(rle)],
+                        area=float(mask_utils.area(rle))))
+    return out
+
+
 def test_label_map_encoding_equals_encode_instance_map() -> None:
     _, ids, _ = render_image(np.random.default_rng(3), 300, 320, 300)  # past 255 instances
     ids[:, -1] = 500  # a column-long instance at the border, and a sparse large id
     ids[0, :40] = 77
-    assert encode_instances(ids) == hw3.encode_instance_map(ids)
+    assert encode_instances(ids) == encode_instance_map_per_mask(ids)
+    assert hw3.encode_instance_map(ids) == encode_instance_map_per_mask(ids)
     assert encode_instances(np.zeros((5, 4), np.int64)) == []
     found, _ = encode_label_map(ids)
     assert found.tolist() == sorted(set(np.unique(ids).tolist()) - {0})
@@ -188,7 +241,8 @@ def test_load_cell_annotations_equals_load_annotations(tiny_root, tiny_ann) -> N
         for ds in (plain, cell):
             if crop:
                 next(t for t in ds.pipeline if t.type == 'RandomCrop').crop_size = crop
-        next(t for t in cell.pipeline if t.type == 'LoadAnnotations').type = 'LoadCellAnnotations'
+        # the configs load with LoadCellAnnotations; mmdet's LoadAnnotations is the reference
+        next(t for t in plain.pipeline if t.type == 'LoadCellAnnotations').type = 'LoadAnnotations'
         plain, cell = DATASETS.build(plain), DATASETS.build(cell)
         for i in range(len(plain)):
             np.random.seed(i)

@@ -2,9 +2,11 @@ _base_ = 'mmdet::_base_/default_runtime.py'
 
 # cellseg's registered modules: the dataset, the TIFF loader, the metric, the checkpoint
 # loader that lets torch >= 2.6 read mmengine checkpoints (see cellseg/checkpoint_loader.py), the
-# atomic checkpoint writer (cellseg/atomic_checkpoints.py) and the non-finite loss check.
+# atomic checkpoint writer (cellseg/atomic_checkpoints.py), the non-finite loss check, and the
+# fast mask loader, the chunked mask head and the one-pass JSON writer (docs/speed.md).
 custom_imports = dict(
     imports=['cellseg.cell_dataset', 'cellseg.transforms', 'cellseg.cell_coco_metric',
+             'cellseg.load_cell_annotations', 'cellseg.chunked_mask_head', 'cellseg.fast_json',
              'cellseg.checkpoint_loader', 'cellseg.atomic_checkpoints',
              'cellseg.nonfinite_loss_hook', 'cellseg.plot_curves_hook'],
     allow_failed_imports=False)

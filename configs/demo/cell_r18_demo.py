@@ -30,7 +30,7 @@ model = dict(
 
 train_pipeline = [
     dict(type='LoadCellImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='LoadCellAnnotations', with_bbox=True, with_mask=True),
     dict(type='RandomCrop', crop_size=(256, 256), recompute_bbox=True, allow_negative_crop=True),
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1, 1), min_gt_mask_area=1, by_mask=True,
          keep_empty=False),

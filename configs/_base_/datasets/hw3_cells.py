@@ -7,7 +7,7 @@ backend_args = None
 
 train_pipeline = [
     dict(type='LoadCellImageFromFile', backend_args=backend_args),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='LoadCellAnnotations', with_bbox=True, with_mask=True),
     # No resizing: the original study trained at native resolution, and cells are 8-40 px, so
     # downscaling would erase the small ones. Only images over 1024 px (up to 2500 px occur) are
     # cut to a random 1024x1024 window each time they are drawn, bounding memory per batch;
