@@ -37,8 +37,6 @@ sys.path.insert(0, REPO)
 
 from mmengine.config import Config  # noqa: E402
 
-from cellseg.hw3 import categories  # noqa: E402
-
 ORIGINAL = 'configs/cell_r50.py'
 TUNED = 'configs/cell_r50_tuned.py'
 TUNED_TTA = 'configs/cell_r50_dense_tta.py'  # tuned + tiling + TTA settings
@@ -163,30 +161,17 @@ tta_pipeline = {pformat([t.to_dict() if hasattr(t, 'to_dict') else t
 
 def evaluation_gt(gt_path: str, n: int | None, out: str, dry: bool) -> tuple[str, int]:
     """The ground truth to evaluate on: ``gt_path``, or a copy of it holding its first ``n``
-    images and/or naming categories as cellseg's classes.
-
-    CoNSeP's test_gt.json names its categories 1..4 by cell type ('other', 'inflammatory', ...),
-    but mmdet's metric looks categories up by the dataset's class names ('class1'..'class4') and
-    finds none; the ids are the same classes (see the data's SOURCE.md), so they are renamed.
-    """
+    images. (``tools/test.py --test-gt`` matches categories by id, so CoNSeP's, named by cell
+    type, evaluates as it is.)"""
     with open(gt_path) as f:
         gt = json.load(f)
     images = sorted(gt['images'], key=lambda im: im['id'])
-    renamed = {c['id']: c['name'] for c in gt['categories']} != {
-        c['id']: c['name'] for c in categories()}
-    if renamed:
-        if sorted(c['id'] for c in gt['categories']) != [c['id'] for c in categories()]:
-            sys.exit(f"{gt_path}: category ids {[c['id'] for c in gt['categories']]} are not "
-                     f"cellseg's {[c['id'] for c in categories()]}")
-        print(f'{gt_path}: categories ' + ', '.join(f"{c['id']} {c['name']}" for c in
-                                                   gt['categories']) +
-              ' evaluated as ' + ', '.join(f"{c['id']} {c['name']}" for c in categories()))
-    if not renamed and (n is None or n >= len(images)):
+    if n is None or n >= len(images):
         return gt_path, len(images)
-    images = images[:n] if n else images
+    images = images[:n]
     ids = {im['id'] for im in images}
-    gt = dict(gt, images=images, categories=categories(),
-              annotations=[a for a in gt['annotations'] if a['image_id'] in ids])
+    gt = dict(gt, images=images, annotations=[a for a in gt['annotations']
+                                              if a['image_id'] in ids])
     return write(out, json.dumps(gt), dry), len(images)
 
 
@@ -228,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     ann_dir = osp.abspath(args.ann_dir) if args.ann_dir else osp.join(work, 'ann')
     if not osp.isfile(osp.join(ann_dir, 'train_all.json')):
         run('data_prep/hw3_to_coco.py', data_root, '--out-dir', ann_dir)
-    gt_path, n_test = evaluation_gt(gt_path, args.test_images, osp.join(
-        work, f'test_gt_first{args.test_images}.json' if args.test_images else 'test_gt.json'),
-        args.dry_run)
+    gt_path, n_test = evaluation_gt(gt_path, args.test_images,
+                                    osp.join(work, f'test_gt_first{args.test_images}.json'),
+                                    args.dry_run)
     tta = supports_tta()
     print(f'\nComparing {ORIGINAL} (original) with {TUNED} (tuned): each trained {args.budget} '
           f'iterations (batch 4) on {data_root}/train, evaluated on {n_test} images of '

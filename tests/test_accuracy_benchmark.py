@@ -1,0 +1,65 @@
+"""benchmarks/accuracy.py builds the runs it claims: both recipes at the same budget, each
+keeping its own schedule shape, evaluated in the requested test modes."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+CONSEP = REPO.parent / 'shared' / 'data' / 'consep'
+
+
+def accuracy_module():
+    spec = importlib.util.spec_from_file_location('accuracy', REPO / 'benchmarks' / 'accuracy.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize('recipe, warmup', [('configs/cell_r50.py', None),
+                                            ('configs/cell_r50_tuned.py', 20)])
+def test_budget_config_trains_the_budget_with_the_recipes_schedule(tmp_path, recipe, warmup):
+    accuracy = accuracy_module()
+    path = tmp_path / 'budget.py'
+    path.write_text(accuracy.budget_config(recipe, 200))
+    cfg = Config.fromfile(str(path))
+    base = Config.fromfile(str(REPO / recipe))
+    assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.train_cfg.max_iters == 200
+    assert cfg.train_dataloader.dataset.ann_file.endswith('train_all.json')
+    assert cfg.val_dataloader is None and cfg.default_hooks.checkpoint.interval == 200
+    assert cfg.optim_wrapper.optimizer.lr == base.optim_wrapper.optimizer.lr
+    assert cfg.model.rpn_head.anchor_generator == base.model.rpn_head.anchor_generator
+    cosine = [s for s in cfg.param_scheduler if s.type == 'CosineAnnealingLR']
+    assert len(cosine) == 1 and cosine[0].T_max == 200 and not cosine[0].by_epoch
+    warmups = [s.end for s in cfg.param_scheduler if s.type == 'LinearLR']
+    assert warmups == ([] if warmup is None else [warmup])
+
+
+def test_options_are_checked() -> None:
+    accuracy = accuracy_module()
+    args = accuracy.parse_args(['--budget', '8', '--variants', 'whole, TTA', '--recipes', 'tuned'])
+    assert args.variants == ['whole', 'TTA'] and args.recipes == ['tuned']
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(['--budget', '8', '--variants', 'rotated'])
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(['--budget', '8', '--recipes', 'x50'])
+
+
+@pytest.mark.skipif(not (CONSEP / 'test_gt.json').is_file(), reason='needs ../shared/data/consep')
+def test_dry_run_plans_equal_budgets_and_the_chosen_test_modes(tmp_path, capsys) -> None:
+    accuracy = accuracy_module()
+    assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
+                          '--ann-dir', str(tmp_path / 'ann'), '--variants', 'whole,tiled + TTA',
+                          '--test-images', '5']) == 0
+    out = capsys.readouterr().out
+    trains = [line for line in out.splitlines() if 'tools/train.py' in line]
+    assert len(trains) == 2
+    assert 'cell_r50_8it.py' in trains[0] and 'cell_r50_tuned_8it.py' in trains[1]
+    tests = [line for line in out.splitlines() if 'tools/test.py' in line]
+    assert len(tests) == 4  # two modes for each recipe
+    assert sum('--tta' in t for t in tests) == 2
+    assert all('test_gt_first5.json' in t for t in tests)
+    assert not (tmp_path / 'cell_r50_8it').exists()  # nothing ran
