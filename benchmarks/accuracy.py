@@ -18,8 +18,10 @@ CoNSeP's patches are 256 px, below the configs' 512 px tiles, so tiling is run a
 CoNSeP cell boxes, see tools/anchor_stats.py): it shows what tile borders cost or gain, not what
 tiling does to 2500 px HW3 images.
 
-``--dry-run`` prints the commands without running them. Checkpoints of an earlier run with the
-same budget in the work dir are reused.
+``--dry-run`` prints the commands without running them. Checkpoints and metrics of an earlier
+run with the same budget (and number of test images) in the work dir are reused, so runs can be
+split (``--recipes``, ``--variants``, ``--train-only``), e.g. over two processes on a 2-core
+machine, and a last call with everything prints the whole table.
 """
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from mmengine.config import Config  # noqa: E402
+
+from cellseg.fileio import atomic_write_json  # noqa: E402
 
 ORIGINAL = 'configs/cell_r50.py'
 TUNED = 'configs/cell_r50_tuned.py'
@@ -252,11 +256,14 @@ def main(argv: list[str] | None = None) -> int:
             if variant not in variants:
                 continue  # TTA without --tta in tools/test.py (said above)
             config, extra = variants[variant]
-            out = osp.join(work, 'metrics',
-                           f'{name}_{args.budget}it_{variant.replace(" + ", "_")}.json')
-            run('tools/test.py', config, ckpt, '--data-root', data_root, '--ann-dir', ann_dir,
-                '--work-dir', osp.join(work, 'test'), '--test-gt', gt_path, '--metrics-out', out,
-                *extra)
+            out = osp.join(work, 'metrics', f'{name}_{args.budget}it_'
+                           f'{variant.replace(" + ", "_")}_{n_test}img.json')
+            if osp.isfile(out):
+                print(f'reusing {out}')
+            else:
+                run('tools/test.py', config, ckpt, '--data-root', data_root, '--ann-dir',
+                    ann_dir, '--work-dir', osp.join(work, 'test', f'{name}_{variant}'),
+                    '--test-gt', gt_path, '--metrics-out', out, *extra)
             if not args.dry_run:
                 with open(out) as f:
                     results.append((f'{label} {name}: {variant}', json.load(f)))
@@ -267,9 +274,8 @@ def main(argv: list[str] | None = None) -> int:
           'AP50 per class; each with its change from the first row.')
     print(table(results, results[0][1]))
     summary = osp.join(work, f'accuracy_{args.budget}it.json')
-    with open(summary, 'w') as f:
-        json.dump(dict(budget=args.budget, test_gt=gt_path, test_images=n_test,
-                       results=dict(results)), f, indent=1)
+    atomic_write_json(summary, dict(budget=args.budget, test_gt=gt_path, test_images=n_test,
+                                    results=dict(results)))
     print(f'\nsaved {summary}')
     return 0
 
