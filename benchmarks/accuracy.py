@@ -48,7 +48,6 @@ RECIPES = {'original': ORIGINAL, 'tuned': TUNED}
 VARIANTS = ('whole', 'tiled', 'TTA', 'tiled + TTA')
 COLUMNS = (('AP', 'coco/segm_mAP'), ('AP50', 'coco/segm_mAP_50'),
            ('AP@1000', 'coco/segm_mAP_maxdets1000'), ('AP50@1000', 'coco/segm_mAP_50_maxdets1000'))
-CLASSES = ('class1', 'class2', 'class3', 'class4')
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -185,10 +184,17 @@ def supports_tta() -> bool:
     return '--tta' in proc.stdout
 
 
-def table(rows: list[tuple[str, dict]], reference: dict) -> str:
+def class_names(gt_path: str) -> list[str]:
+    """The ground truth's category names by id: the metric names its per-class keys by them
+    (CoNSeP's test_gt.json: other, inflammatory, epithelial, spindle-shaped)."""
+    with open(gt_path) as f:
+        return [c['name'] for c in sorted(json.load(f)['categories'], key=lambda c: c['id'])]
+
+
+def table(rows: list[tuple[str, dict]], reference: dict, classes: list[str]) -> str:
     """Metrics by row, each with its change from ``reference`` (n/a: no instance of a class)."""
-    head = [name for name, _ in COLUMNS] + [f'{c} AP50' for c in CLASSES]
-    keys = [key for _, key in COLUMNS] + [f'coco/segm_{c}_mAP_50' for c in CLASSES]
+    head = [name for name, _ in COLUMNS] + [f'{c} AP50' for c in classes]
+    keys = [key for _, key in COLUMNS] + [f'coco/segm_{c}_mAP_50' for c in classes]
     width = max(len(name) for name, _ in rows) + 2
     lines = [' ' * width + ''.join(f'{h:>15}' for h in head)]
     for name, metrics in rows:
@@ -272,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f'\nMask AP on {n_test} test images ({gt_path}); both recipes trained {args.budget} '
           'iterations. Columns: AP and AP50 at 100 detections per image (CodaBench), at 1000, '
           'AP50 per class; each with its change from the first row.')
-    print(table(results, results[0][1]))
+    print(table(results, results[0][1], class_names(gt_path)))
     summary = osp.join(work, f'accuracy_{args.budget}it.json')
     atomic_write_json(summary, dict(budget=args.budget, test_gt=gt_path, test_images=n_test,
                                     results=dict(results)))

@@ -63,3 +63,19 @@ def test_dry_run_plans_equal_budgets_and_the_chosen_test_modes(tmp_path, capsys)
     assert sum('--tta' in t for t in tests) == 2
     assert all('test_gt_first5.json' in t for t in tests)
     assert not (tmp_path / 'cell_r50_8it').exists()  # nothing ran
+
+
+def test_table_gives_each_row_its_change_from_the_reference(tmp_path) -> None:
+    accuracy = accuracy_module()
+    gt = tmp_path / 'gt.json'
+    gt.write_text('{"images": [], "annotations": [], "categories": '
+                  '[{"id": 2, "name": "b"}, {"id": 1, "name": "a"}]}')
+    classes = accuracy.class_names(str(gt))
+    assert classes == ['a', 'b']
+    ref = {'coco/segm_mAP': 0.1, 'coco/segm_mAP_50': 0.2, 'coco/segm_a_mAP_50': 0.3,
+           'coco/segm_b_mAP_50': 0.0}
+    tuned = dict(ref, **{'coco/segm_mAP_50': 0.35, 'coco/segm_b_mAP_50': 0.05})
+    lines = accuracy.table([('original', ref), ('tuned', tuned)], ref, classes).splitlines()
+    assert 'a AP50' in lines[0] and 'b AP50' in lines[0]
+    assert '0.350 +0.150' in lines[2] and '0.050 +0.050' in lines[2] and '0.300 +0.000' in lines[2]
+    assert 'n/a' in lines[1]  # AP@1000 missing from these metrics
