@@ -196,7 +196,8 @@ def table(rows: list[tuple[str, dict]], reference: dict, classes: list[str]) -> 
     head = [name for name, _ in COLUMNS] + [f'{c} AP50' for c in classes]
     keys = [key for _, key in COLUMNS] + [f'coco/segm_{c}_mAP_50' for c in classes]
     width = max(len(name) for name, _ in rows) + 2
-    lines = [' ' * width + ''.join(f'{h:>15}' for h in head)]
+    cols = [max(15, len(h) + 2) for h in head]
+    lines = [' ' * width + ''.join(f'{h:>{c}}' for h, c in zip(head, cols))]
     for name, metrics in rows:
         cells = []
         for key in keys:
@@ -207,7 +208,7 @@ def table(rows: list[tuple[str, dict]], reference: dict, classes: list[str]) -> 
                 cells.append(f'{v:.3f}')
             else:
                 cells.append(f'{v:.3f} {v - r:+.3f}')
-        lines.append(f'{name:<{width}}' + ''.join(f'{c:>15}' for c in cells))
+        lines.append(f'{name:<{width}}' + ''.join(f'{v:>{c}}' for v, c in zip(cells, cols)))
     return '\n'.join(lines)
 
 
@@ -279,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
           'iterations. Columns: AP and AP50 at 100 detections per image (CodaBench), at 1000, '
           'AP50 per class; each with its change from the first row.')
     print(table(results, results[0][1], class_names(gt_path)))
-    summary = osp.join(work, f'accuracy_{args.budget}it.json')
+    summary = osp.join(work, f'accuracy_{args.budget}it_{n_test}img.json')
     atomic_write_json(summary, dict(budget=args.budget, test_gt=gt_path, test_images=n_test,
                                     results=dict(results)))
     print(f'\nsaved {summary}')

@@ -509,9 +509,10 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
 
 # ---- 4. memory ----------------------------------------------------------------------------------
 
-def memory_child(config: str, head: str, image: str, out: str) -> None:
+def memory_child(config: str, head: str, image: str, out: str, checkpoint: str = '') -> None:
     """Predict ``image`` with 1000 detections up to its RLEs (what CocoMetric.process keeps) and
-    write them and this process's peak RSS to ``out`` (run in a fresh process per head)."""
+    write them and this process's peak RSS to ``out`` (run in a fresh process per head); the
+    weights of ``checkpoint`` when given."""
     import pickle
 
     import torch
@@ -523,6 +524,11 @@ def memory_child(config: str, head: str, image: str, out: str) -> None:
     cfg = load_config(REPO / config)
     force_detections(cfg, 1000)
     model = build_model(cfg, head)
+    if checkpoint:
+        from mmengine.runner import load_checkpoint
+
+        import cellseg.checkpoint_loader  # noqa: F401  (torch >= 2.6 reads mmengine checkpoints)
+        load_checkpoint(model, checkpoint, map_location='cpu')
     batch = pseudo_collate([pipeline_of(cfg, 'test_pipeline')(dict(img_path=image, img_id=1))])
     rss_model = peak_rss_bytes()
     start = time.perf_counter()
@@ -535,29 +541,34 @@ def memory_child(config: str, head: str, image: str, out: str) -> None:
         pickle.dump(dict(rles=rles, peak=peak_rss_bytes(), before=rss_model, seconds=seconds), f)
 
 
-def bench_memory(work: Path, config: str) -> None:
+def bench_memory(work: Path, config: str, heads: list[str], checkpoint: str | None) -> None:
     import pickle
 
     image = big_image(work)
     got = {}
-    for head in ('fcn', 'chunked'):
+    for head in heads:
         out = work / f'memory_{head}.pkl'
         run_child([sys.executable, str(Path(__file__).resolve()), '_memory_child', config,
-                   head, str(image), str(out)])
+                   head, str(image), str(out), checkpoint or ''])
         got[head] = pickle.loads(out.read_bytes())
-    same = got['fcn']['rles'] == got['chunked']['rles']
-    n = len(got['chunked']['rles'])
-    name = Path(config).stem
+    n = len(got[heads[-1]]['rles'])
+    name = Path(config).stem + (', trained weights' if checkpoint else '')
     for head, label in (('fcn', "mmdet's FCNMaskHead + encode_mask_results"),
                         ('chunked', 'ChunkedMaskHead')):
+        if head not in got:
+            continue
         g = got[head]
         report('memory', f'peak RSS, {name}, 2500x2000, {n} detections, {label}',
                f"{g['peak'] / GIB:.2f} GiB (process with model and image: "
                f"{g['before'] / GIB:.2f} GiB; predict + encode {g['seconds']:.1f} s)",
-               '' if head == 'fcn' else f"{got['fcn']['peak'] / GIB:.2f} GiB (mmdet)",
+               '' if head == 'fcn' or 'fcn' not in got else
+               f"{got['fcn']['peak'] / GIB:.2f} GiB (mmdet)",
                '<= 2 GiB' if head == 'chunked' else '',
                g['peak'] <= 2 * GIB if head == 'chunked' else None)
-    report('memory', 'RLEs identical to the unchunked result', f'{same} ({n} masks)', met=same)
+    if len(got) == 2:
+        same = got['fcn']['rles'] == got['chunked']['rles']
+        report('memory', 'RLEs identical to the unchunked result', f'{same} ({n} masks)',
+               met=same)
 
 
 # ---- 5. conversion ------------------------------------------------------------------------------
@@ -739,6 +750,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--memory-config', nargs='+',
                         default=['configs/cell_r50_dense.py', 'tests/configs/cell_r50_tiny.py'],
                         help='models of the memory item')
+    parser.add_argument('--memory-checkpoint',
+                        help='weights for the memory item (default: random): random boxes are '
+                        'image-sized where trained ones are cell-sized, which decides what '
+                        "tiling's merge holds")
+    parser.add_argument('--memory-heads', nargs='+', choices=('fcn', 'chunked'),
+                        default=['fcn', 'chunked'],
+                        help="mask heads of the memory item (mmdet's, the configs')")
     return parser.parse_args(argv)
 
 
@@ -774,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench_predict(work, config, args.rounds, args.predict_images)
         elif item == 'memory':
             for config in args.memory_config:
-                bench_memory(work, config)
+                bench_memory(work, config, args.memory_heads, args.memory_checkpoint)
         elif item == 'convert':
             bench_convert(work)
         elif item == 'eval':
