@@ -19,12 +19,8 @@ param_scheduler = [
          end=_base_.max_epochs, by_epoch=True, convert_to_iter_based=True),
 ]
 
-train_pipeline = [
-    dict(type='LoadCellImageFromFile'),
-    dict(type='LoadCellAnnotations', with_bbox=True, with_mask=True),
-    dict(type='RandomCrop', crop_size=(1024, 1024), recompute_bbox=True, allow_negative_crop=True),
-    dict(type='FilterAnnotations', min_gt_bbox_wh=(1, 1), min_gt_mask_area=1, by_mask=True,
-         keep_empty=False),
+# the recipe's pipeline (load, crop images over 1024 px, filter), flipped before packing
+train_pipeline = _base_.train_pipeline[:-1] + [
     dict(type='RandomFlip', prob=[0.25, 0.25, 0.25],
          direction=['horizontal', 'vertical', 'diagonal']),
     dict(type='PackDetInputs'),

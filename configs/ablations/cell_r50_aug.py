@@ -2,12 +2,8 @@
 # transforms, on top of cell_r50's native-resolution pipeline.
 _base_ = '../cell_r50.py'
 
-train_pipeline = [
-    dict(type='LoadCellImageFromFile'),
-    dict(type='LoadCellAnnotations', with_bbox=True, with_mask=True),
-    dict(type='RandomCrop', crop_size=(1024, 1024), recompute_bbox=True, allow_negative_crop=True),
-    dict(type='FilterAnnotations', min_gt_bbox_wh=(1, 1), min_gt_mask_area=1, by_mask=True,
-         keep_empty=False),
+# the recipe's pipeline (load, crop images over 1024 px, filter), augmented before packing
+train_pipeline = _base_.train_pipeline[:-1] + [
     # cells have no up or down: horizontal, vertical and both flips (= 180 degree rotation)
     dict(type='RandomFlip', prob=[0.25, 0.25, 0.25],
          direction=['horizontal', 'vertical', 'diagonal']),
