@@ -39,7 +39,7 @@ sys.path.insert(0, REPO)
 
 from mmengine.config import Config  # noqa: E402
 
-from cellseg.fileio import atomic_write_json  # noqa: E402
+from cellseg.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 ORIGINAL = 'configs/cell_r50.py'
 TUNED = 'configs/cell_r50_tuned.py'
@@ -106,9 +106,7 @@ class Runner:
 def write(path: str, text: str, dry: bool) -> str:
     print(f'{"would write" if dry else "writing"} {path}')
     if not dry:
-        os.makedirs(osp.dirname(path), exist_ok=True)
-        with open(path, 'w') as f:
-            f.write(text)
+        atomic_write_bytes(path, text.encode())
     return path
 
 
@@ -178,12 +176,6 @@ def evaluation_gt(gt_path: str, n: int | None, out: str, dry: bool) -> tuple[str
     return write(out, json.dumps(gt), dry), len(images)
 
 
-def supports_tta() -> bool:
-    proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'test.py'), '--help'],
-                          cwd=REPO, capture_output=True, text=True)
-    return '--tta' in proc.stdout
-
-
 def class_names(gt_path: str) -> list[str]:
     """The ground truth's category names by id: the metric names its per-class keys by them
     (CoNSeP's test_gt.json: other, inflammatory, epithelial, spindle-shaped)."""
@@ -227,14 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     gt_path, n_test = evaluation_gt(gt_path, args.test_images,
                                     osp.join(work, f'test_gt_first{args.test_images}.json'),
                                     args.dry_run)
-    tta = supports_tta()
     print(f'\nComparing {ORIGINAL} (original) with {TUNED} (tuned): each trained {args.budget} '
           f'iterations (batch 4) on {data_root}/train, evaluated on {n_test} images of '
           f'{gt_path}: whole images, tiled ({args.tile_size} px tiles, {args.tile_overlap} px '
           f'overlap), TTA (4 flips), tiled + TTA.')
-    if not tta:
-        print('tools/test.py has no --tta option yet: TTA rows are left out '
-              '(cellseg/mask_tta.py use_tta() says what it does).')
 
     tile_opts = [f'model.tile_cfg.size={args.tile_size}',
                  f'model.tile_cfg.overlap={args.tile_overlap}']
@@ -255,13 +243,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         tiled_cfg = write(osp.join(work, 'configs', f'{name}_tiled_tta.py'),
                           tiled_tta_config(recipe), args.dry_run)
-        variants = {'whole': (recipe, []), 'tiled': (tiled_cfg, ['--cfg-options', *tile_opts])}
-        if tta:
-            variants['TTA'] = (tiled_cfg, ['--tta', '--cfg-options', 'model.tile_cfg=None'])
-            variants['tiled + TTA'] = (tiled_cfg, ['--tta', '--cfg-options', *tile_opts])
+        variants = {'whole': (recipe, []),
+                    'tiled': (tiled_cfg, ['--cfg-options', *tile_opts]),
+                    'TTA': (tiled_cfg, ['--tta', '--cfg-options', 'model.tile_cfg=None']),
+                    'tiled + TTA': (tiled_cfg, ['--tta', '--cfg-options', *tile_opts])}
         for variant in args.variants:
-            if variant not in variants:
-                continue  # TTA without --tta in tools/test.py (said above)
             config, extra = variants[variant]
             out = osp.join(work, 'metrics', f'{name}_{args.budget}it_'
                            f'{variant.replace(" + ", "_")}_{n_test}img.json')
