@@ -179,15 +179,22 @@ def force_detections(cfg, n: int) -> None:
 
 
 def build_model(cfg, head: str):
-    """The config's detector on the CPU with mmdet's mask head (``'fcn'``) or cellseg's
-    ``ChunkedMaskHead`` (``'chunked'``); fixed seed, so both heads get the same weights."""
+    """The config's detector on the CPU with mmdet's RoI and mask heads (``'fcn'``:
+    ``StandardRoIHead``, ``FCNMaskHead``) or cellseg's (``'chunked'``: ``ChunkedRoIHead``,
+    ``ChunkedMaskHead``); fixed seed, so both get the same weights."""
     import torch
     from mmdet.registry import MODELS
 
     import cellseg.chunked_mask_head  # noqa: F401  (registers ChunkedMaskHead)
+    import cellseg.chunked_roi_head  # noqa: F401  (registers ChunkedRoIHead)
 
     cfg = copy.deepcopy(cfg)
-    cfg.model.roi_head.mask_head.type = 'ChunkedMaskHead' if head == 'chunked' else 'FCNMaskHead'
+    chunked = head == 'chunked'
+    cfg.model.roi_head.type = 'ChunkedRoIHead' if chunked else 'StandardRoIHead'
+    if not chunked:
+        for key in ('bbox_chunk', 'mask_chunk'):
+            cfg.model.roi_head.pop(key, None)
+    cfg.model.roi_head.mask_head.type = 'ChunkedMaskHead' if chunked else 'FCNMaskHead'
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -496,8 +503,8 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
         results[head] = (t_fwd[head] / k, t_e2e[head] / k)
     same = results['fcn_json'] == results['chunked_json']
     name = Path(config).stem
-    for head, label in (('fcn', "mmdet's FCNMaskHead, mmengine's json.dump"),
-                        ('chunked', 'ChunkedMaskHead, cellseg.fast_json')):
+    for head, label in (('fcn', "mmdet's RoI and mask heads, mmengine's json.dump"),
+                        ('chunked', 'ChunkedRoIHead + ChunkedMaskHead, cellseg.fast_json')):
         fwd, e2e = results[head]
         report('predict', f'end to end / forward, {name}, 512x512, 300 detections, {label}',
                f'{e2e / fwd:.3f} ({e2e * 1e3:.0f} ms / {fwd * 1e3:.0f} ms; overhead '
@@ -553,8 +560,8 @@ def bench_memory(work: Path, config: str, heads: list[str], checkpoint: str | No
         got[head] = pickle.loads(out.read_bytes())
     n = len(got[heads[-1]]['rles'])
     name = Path(config).stem + (', trained weights' if checkpoint else '')
-    for head, label in (('fcn', "mmdet's FCNMaskHead + encode_mask_results"),
-                        ('chunked', 'ChunkedMaskHead')):
+    for head, label in (('fcn', "mmdet's StandardRoIHead + FCNMaskHead + encode_mask_results"),
+                        ('chunked', 'ChunkedRoIHead + ChunkedMaskHead')):
         if head not in got:
             continue
         g = got[head]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead
 from mmdet.registry import MODELS
 from mmengine.config import ConfigDict
@@ -26,29 +25,15 @@ class ChunkedMaskHead(FCNMaskHead):
     then a list of N pycocotools RLE dicts, the form ``TiledMaskRCNN`` already gives for tiled
     images: ``CocoMetric`` (and the submission writer after it) and ``cellseg.predict`` take it;
     mmdet's ``DetLocalVisualizer`` does not. A negative ``mask_thr_binary`` (soft masks, for
-    debugging) falls back to ``FCNMaskHead``'s uint8 tensor.
-
-    Outside training the layers also run ``forward_chunk`` RoIs at a time: on 1000 RoIs the
-    deconvolution's output alone is 1000 x 256 x 28 x 28 floats (0.8 GB), held at once by mmdet.
-    Each RoI's logits depend on that RoI only (the head has no normalisation across RoIs), so
-    the chunks give the same logits. Training keeps one pass (the sampler bounds the RoIs).
+    debugging) falls back to ``FCNMaskHead``'s uint8 tensor. ``ChunkedRoIHead`` bounds what
+    comes before the paste: the RoI features and the layers' outputs.
     """
 
-    def __init__(self, *args, paste_chunk_pixels: int = DEFAULT_CHUNK_PIXELS,
-                 forward_chunk: int = 128, **kwargs) -> None:
+    def __init__(self, *args, paste_chunk_pixels: int = DEFAULT_CHUNK_PIXELS, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if paste_chunk_pixels < 1:
             raise ValueError(f'paste_chunk_pixels must be positive, got {paste_chunk_pixels}')
-        if forward_chunk < 1:
-            raise ValueError(f'forward_chunk must be positive, got {forward_chunk}')
         self.paste_chunk_pixels = int(paste_chunk_pixels)
-        self.forward_chunk = int(forward_chunk)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.training or len(x) <= self.forward_chunk:
-            return super().forward(x)
-        return torch.cat([super(ChunkedMaskHead, self).forward(part)
-                          for part in x.split(self.forward_chunk)])
 
     def _predict_by_feat_single(self, mask_preds: Tensor, bboxes: Tensor, labels: Tensor,
                                 img_meta: dict, rcnn_test_cfg: ConfigDict,

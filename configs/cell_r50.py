@@ -14,10 +14,12 @@ _base_ = [
 model = dict(
     backbone=dict(frozen_stages=-1, norm_cfg=dict(type='BN', requires_grad=True),
                   norm_eval=False, init_cfg=None),
-    # ChunkedMaskHead (cellseg/chunked_mask_head.py): mmdet's FCNMaskHead, same weights and
-    # losses, whose predictions are RLEs pasted and encoded a chunk at a time (1000 detections
-    # of a 2500 px image never exist as 1000 full-size masks; docs/speed.md)
-    roi_head=dict(bbox_head=dict(num_classes=4),
+    # Same weights and losses as mmdet's heads, bounded memory when predicting (docs/speed.md):
+    # ChunkedRoIHead (cellseg/chunked_roi_head.py) extracts and runs RoIs in bounded chunks, and
+    # ChunkedMaskHead (cellseg/chunked_mask_head.py) pastes and encodes masks as RLEs a chunk at
+    # a time (1000 detections of a 2500 px image never exist as 1000 full-size masks).
+    roi_head=dict(type='ChunkedRoIHead',
+                  bbox_head=dict(num_classes=4),
                   mask_head=dict(type='ChunkedMaskHead', num_classes=4)))
 
 # A whole Mask R-CNN checkpoint (e.g. mmdet's COCO model) as a local path; class-specific layers

@@ -1,6 +1,7 @@
 """The fast paths of benchmarks/speed.py give exactly what the plain ones give.
 
 - chunked paste + RLE (``ChunkedMaskHead``) == mmdet's ``FCNMaskHead`` + ``encode_mask_results``;
+- RoIs a chunk at a time (``ChunkedRoIHead``) == mmdet's ``StandardRoIHead``;
 - one-pass label-map encoding == ``cellseg.hw3.encode_instance_map``;
 - RLE parsing to pixels == pycocotools' ``decode``;
 - ``SparseBitmapMasks`` / ``LoadCellAnnotations`` == ``BitmapMasks`` / ``LoadAnnotations``;
@@ -71,21 +72,52 @@ def test_chunked_mask_head_equals_fcn_mask_head(scale: float, chunk_pixels: int)
         assert torch.equal(b1, b2)  # boxes are rescaled in place, as mmdet's head does
 
 
-def test_chunked_mask_head_forward_equals_one_pass() -> None:
+def test_chunked_roi_head_predicts_what_standard_roi_head_predicts() -> None:
+    """Chunks of RoIs (7 box and 5 mask RoIs at a time, over 2 images) give StandardRoIHead's
+    detections; training keeps one pass with gradients."""
+    from mmdet.registry import MODELS
+    from mmdet.structures import DetDataSample
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.structures import InstanceData
+
+    from cellseg.chunked_roi_head import ChunkedRoIHead
+
+    register_all_modules()
+    cfg = Config.fromfile(str(Path(__file__).parent / 'configs' / 'cell_r50_tiny.py'))
+    roi_cfg = copy.deepcopy(cfg.model.roi_head)
+    roi_cfg.update(train_cfg=cfg.model.train_cfg.rcnn,
+                   test_cfg=ConfigDict(cfg.model.test_cfg.rcnn, max_per_img=40, score_thr=0.0))
     torch.manual_seed(0)
-    head = ChunkedMaskHead(num_classes=4, in_channels=16, conv_out_channels=16,
-                           forward_chunk=7).eval()
-    rois = torch.randn(30, 16, 14, 14)
+    chunked = MODELS.build(dict(roi_cfg, bbox_chunk=7, mask_chunk=5)).eval()
+    assert type(chunked) is ChunkedRoIHead
+    plain = MODELS.build(dict(roi_cfg, type='StandardRoIHead')).eval()
+    plain.load_state_dict(chunked.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    feats = tuple(torch.randn(2, 32, 64 // s, 64 // s, generator=gen) for s in (1, 2, 4, 8, 16))
+    proposals = []
+    for _ in range(2):
+        xy = torch.rand(50, 2, generator=gen) * 200
+        wh = torch.rand(50, 2, generator=gen) * 50 + 2
+        proposals.append(InstanceData(bboxes=torch.cat([xy, xy + wh], 1),
+                                      scores=torch.rand(50, generator=gen)))
+    metas = [dict(img_shape=(256, 256), ori_shape=(256, 256), scale_factor=(1.0, 1.0))] * 2
+    samples = [DetDataSample(metainfo=dict(m, batch_input_shape=(256, 256))) for m in metas]
     with torch.no_grad():
-        got = head(rois)
-        want = FCNMaskHead.forward(head, rois)
-    assert got.shape == want.shape == (30, 4, 28, 28)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    head.train()  # training keeps one pass; gradients flow as through FCNMaskHead
-    head(rois[:10]).sum().backward()
-    assert head.conv_logits.weight.grad is not None
-    with pytest.raises(ValueError, match='forward_chunk'):
-        ChunkedMaskHead(num_classes=4, forward_chunk=0)
+        got = chunked.predict(feats, copy.deepcopy(proposals), samples, rescale=True)
+        want = plain.predict(feats, copy.deepcopy(proposals), samples, rescale=True)
+    for g, w in zip(got, want):
+        assert len(g) == len(w) == 40
+        torch.testing.assert_close(g.scores, w.scores, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(g.bboxes, w.bboxes, rtol=1e-5, atol=1e-4)
+        assert torch.equal(g.labels, w.labels)
+        assert g.masks == w.masks  # RLEs of the ChunkedMaskHead
+    chunked.train()  # training: mmdet's one pass, gradients reach the heads
+    rois = torch.cat([torch.zeros(20, 1), proposals[0].bboxes[:20]], 1)
+    chunked._bbox_forward(feats, rois)['cls_score'].sum().backward()
+    assert chunked.bbox_head.fc_cls.weight.grad is not None
+    with pytest.raises(ValueError, match='mask_chunk'):
+        MODELS.build(dict(roi_cfg, mask_chunk=0))
 
 
 def test_fast_json_handler_writes_what_mmengine_wrote(tmp_path) -> None:

@@ -6,7 +6,8 @@ _base_ = 'mmdet::_base_/default_runtime.py'
 # fast mask loader, the chunked mask head and the one-pass JSON writer (docs/speed.md).
 custom_imports = dict(
     imports=['cellseg.cell_dataset', 'cellseg.transforms', 'cellseg.cell_coco_metric',
-             'cellseg.load_cell_annotations', 'cellseg.chunked_mask_head', 'cellseg.fast_json',
+             'cellseg.load_cell_annotations', 'cellseg.chunked_mask_head',
+             'cellseg.chunked_roi_head', 'cellseg.fast_json',
              'cellseg.checkpoint_loader', 'cellseg.atomic_checkpoints',
              'cellseg.nonfinite_loss_hook', 'cellseg.plot_curves_hook'],
     allow_failed_imports=False)

@@ -1,0 +1,56 @@
+"""A Mask R-CNN RoI head that predicts a bounded number of RoIs at a time."""
+from __future__ import annotations
+
+import torch
+from mmdet.models.roi_heads import StandardRoIHead
+from mmdet.registry import MODELS
+from torch import Tensor
+
+
+@MODELS.register_module()
+class ChunkedRoIHead(StandardRoIHead):
+    """``StandardRoIHead`` whose box and mask branches run a bounded number of RoIs at a time
+    outside training: ``bbox_chunk`` and ``mask_chunk``.
+
+    mmdet extracts the features of every RoI of a batch before its head sees one: at 2000
+    proposals per image the box branch's RoI features are 2000 x 256 x 7 x 7 floats (100 MB per
+    image), and at 1000 detections the mask branch's are 1000 x 256 x 14 x 14 (200 MB per image),
+    whose deconvolution gives 0.8 GB more. A batch of 4 tiles (``TiledMaskRCNN``) holds 4 times
+    that at once. Here each chunk is extracted, run through its head and dropped, so the memory
+    of these branches no longer grows with the detections. A mask RoI costs about 20 times what
+    a box RoI costs (1 MB against 50 KB), hence the two sizes: 64 mask RoIs (~64 MB) and 512 box
+    RoIs (~26 MB) at a time. On the CPU the chunks are no slower than one pass (a 512 px image
+    with 1000 detections: 13.6 s at 64, 15.3 s in one pass); on a GPU they add a few kernel
+    launches.
+
+    Each RoI's features and outputs depend on that RoI only (RoIAlign samples per RoI; the heads
+    have no normalisation across RoIs), so the chunks give the same scores, boxes and masks.
+    Training keeps mmdet's one pass: the sampler bounds the RoIs there, and the mask branch
+    may reuse the box branch's features. Weights and checkpoints are ``StandardRoIHead``'s; a
+    config switches with ``roi_head=dict(type='ChunkedRoIHead')``.
+    """
+
+    def __init__(self, *args, bbox_chunk: int = 512, mask_chunk: int = 64, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if bbox_chunk < 1 or mask_chunk < 1:
+            raise ValueError(f'bbox_chunk and mask_chunk must be positive, got {bbox_chunk}, '
+                             f'{mask_chunk}')
+        self.bbox_chunk, self.mask_chunk = int(bbox_chunk), int(mask_chunk)
+
+    def _bbox_forward(self, x: tuple[Tensor, ...], rois: Tensor) -> dict:
+        if self.training or len(rois) <= self.bbox_chunk:
+            return super()._bbox_forward(x, rois)
+        parts = [super(ChunkedRoIHead, self)._bbox_forward(x, part)
+                 for part in rois.split(self.bbox_chunk)]
+        # the features are not returned: holding them is what the chunks avoid, and prediction
+        # reads only the scores and box deltas
+        return dict(cls_score=torch.cat([p['cls_score'] for p in parts]),
+                    bbox_pred=torch.cat([p['bbox_pred'] for p in parts]), bbox_feats=None)
+
+    def _mask_forward(self, x: tuple[Tensor, ...], rois: Tensor | None = None,
+                      pos_inds: Tensor | None = None, bbox_feats: Tensor | None = None) -> dict:
+        if self.training or rois is None or len(rois) <= self.mask_chunk:
+            return super()._mask_forward(x, rois, pos_inds, bbox_feats)
+        preds = [super(ChunkedRoIHead, self)._mask_forward(x, part)['mask_preds']
+                 for part in rois.split(self.mask_chunk)]
+        return dict(mask_preds=torch.cat(preds), mask_feats=None)
