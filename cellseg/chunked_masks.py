@@ -88,8 +88,12 @@ def encode_windows(windows: np.ndarray, y0: np.ndarray, x0: np.ndarray, height: 
     cols = windows.transpose(0, 2, 1)  # column-major within each window
     # background above and below every column: each run gives a change in and a change out
     changes = np.diff(cols, axis=2, prepend=False, append=False)
-    owner, col, row = np.nonzero(changes)
-    owner, col, first, last = owner[0::2], col[0::2], row[0::2], row[1::2]
+    # flat positions split by divmod: half the time of np.nonzero's per-axis indices
+    _, n_cols, col_len = changes.shape
+    flat = np.flatnonzero(changes)
+    owner, rest = np.divmod(flat[0::2], n_cols * col_len)
+    col, first = np.divmod(rest, col_len)
+    last = flat[1::2] % col_len
     if owner.size and ((y0[owner] + last).max() > height or (x0[owner] + col).max() >= width
                        or (y0[owner] + first).min() < 0 or (x0[owner] + col).min() < 0):
         raise ValueError(f'a mask window reaches outside the {height}x{width} image')
