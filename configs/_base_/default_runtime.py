@@ -3,7 +3,7 @@ _base_ = 'mmdet::_base_/default_runtime.py'
 # cellseg's registered modules: the dataset, the TIFF loader, the metric, the checkpoint
 # loader that lets torch >= 2.6 read mmengine checkpoints (see cellseg/checkpoint_loader.py), the
 # atomic checkpoint writer (cellseg/atomic_checkpoints.py), the non-finite loss check, and the
-# fast mask loader, the chunked mask head and the one-pass JSON writer (docs/speed.md).
+# fast mask loader, the chunked RoI and mask heads and the one-pass JSON writer (docs/speed.md).
 custom_imports = dict(
     imports=['cellseg.cell_dataset', 'cellseg.transforms', 'cellseg.cell_coco_metric',
              'cellseg.load_cell_annotations', 'cellseg.chunked_mask_head',
