@@ -4,11 +4,13 @@
         [--work-dir work_dirs/accuracy] [--test-images N] [--tile-size 192 --tile-overlap 96]
         [--dry-run]
 
-Both recipes (``configs/cell_r50.py`` and ``configs/cell_r50_tuned.py``) train the same number
-of iterations (``--budget``, batch 4, cosine schedule over the budget, all train images, no
-validation) through ``tools/train.py``. Each checkpoint is then evaluated by ``tools/test.py``
-on the data root's ``test_gt.json`` four ways: whole images, tiled, TTA (the four flips, masks
-merged) and tiled + TTA, the tiling and TTA settings being those of
+Both recipes (``configs/cell_r50.py`` and ``configs/cell_r50_tuned.py``), and on request
+(``--recipes``) the ablations of the tuned one (``configs/cell_r50_dense.py``: its dense settings
+with the original training; ``configs/ablations/cell_r50_tuned_noflip.py``: without flips), train
+the same number of iterations (``--budget``, batch 4, cosine schedule over the budget, all train
+images, no validation) through ``tools/train.py``. Each checkpoint is then evaluated by
+``tools/test.py`` on the data root's ``test_gt.json`` four ways: whole images, tiled, TTA (the
+four flips, masks merged) and tiled + TTA, the tiling and TTA settings being those of
 ``configs/cell_r50_dense_tta.py``. The table printed at the end gives mask AP and AP50 at 100
 detections per image (the leaderboard's count) and at 1000, and AP50 per class, each row with
 its change from the original recipe predicting whole images.
@@ -44,7 +46,11 @@ from cellseg.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
 ORIGINAL = 'configs/cell_r50.py'
 TUNED = 'configs/cell_r50_tuned.py'
 TUNED_TTA = 'configs/cell_r50_dense_tta.py'  # tuned + tiling + TTA settings
-RECIPES = {'original': ORIGINAL, 'tuned': TUNED}
+# the ablations split the tuned recipe's gain in three: the dense settings alone (anchors,
+# proposals, detections; the original training), then the learning-rate changes, then the flips
+ABLATIONS = {'dense': 'configs/cell_r50_dense.py',
+             'tuned-noflip': 'configs/ablations/cell_r50_tuned_noflip.py'}
+RECIPES = {'original': ORIGINAL, 'tuned': TUNED, **ABLATIONS}
 VARIANTS = ('whole', 'tiled', 'TTA', 'tiled + TTA')
 COLUMNS = (('AP', 'coco/segm_mAP'), ('AP50', 'coco/segm_mAP_50'),
            ('AP@1000', 'coco/segm_mAP_maxdets1000'), ('AP50@1000', 'coco/segm_mAP_50_maxdets1000'))
@@ -66,8 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--variants', default=','.join(VARIANTS),
                         help=f'test modes to evaluate, comma-separated among {VARIANTS}')
     parser.add_argument('--recipes', default='original,tuned',
-                        help='recipes to run (original, tuned): with --train-only, one per '
-                        'process lets two trainings share a machine')
+                        help=f'recipes to run, among {tuple(RECIPES)} (the last two are '
+                        'ablations of tuned): with --train-only, one per process lets two '
+                        'trainings share a machine')
     parser.add_argument('--train-only', action='store_true',
                         help='train (or find) the checkpoints, evaluate nothing')
     parser.add_argument('--dry-run', action='store_true', help='print the commands only')
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.append((f'{label} {name}: {variant}', json.load(f)))
     if args.dry_run or args.train_only:
         return 0
-    print(f'\nMask AP on {n_test} test images ({gt_path}); both recipes trained {args.budget} '
+    print(f'\nMask AP on {n_test} test images ({gt_path}); the recipes trained {args.budget} '
           'iterations. Columns: AP and AP50 at 100 detections per image (CodaBench), at 1000, '
           'AP50 per class; each with its change from the first row.')
     print(table(results, results[0][1], class_names(gt_path)))

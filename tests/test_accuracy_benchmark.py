@@ -20,7 +20,9 @@ def accuracy_module():
 
 
 @pytest.mark.parametrize('recipe, warmup', [('configs/cell_r50.py', None),
-                                            ('configs/cell_r50_tuned.py', 20)])
+                                            ('configs/cell_r50_tuned.py', 20),
+                                            ('configs/cell_r50_dense.py', None),
+                                            ('configs/ablations/cell_r50_tuned_noflip.py', 20)])
 def test_budget_config_trains_the_budget_with_the_recipes_schedule(tmp_path, recipe, warmup):
     accuracy = accuracy_module()
     path = tmp_path / 'budget.py'
@@ -36,6 +38,28 @@ def test_budget_config_trains_the_budget_with_the_recipes_schedule(tmp_path, rec
     assert len(cosine) == 1 and cosine[0].T_max == 200 and not cosine[0].by_epoch
     warmups = [s.end for s in cfg.param_scheduler if s.type == 'LinearLR']
     assert warmups == ([] if warmup is None else [warmup])
+
+
+def test_ablations_each_leave_out_one_share_of_the_tuned_recipe() -> None:
+    accuracy = accuracy_module()
+    cfg = {label: Config.fromfile(str(REPO / path)) for label, path in accuracy.RECIPES.items()}
+    assert set(cfg) == {'original', 'tuned', 'dense', 'tuned-noflip'}
+
+    def pipeline(c: Config) -> list:
+        return c.train_dataloader.dataset.pipeline
+
+    def training(c: Config) -> tuple:
+        return c.optim_wrapper, c.param_scheduler
+
+    assert any(t['type'] == 'RandomFlip' for t in pipeline(cfg['tuned']))
+    # dense: the tuned model (anchors, proposals, detections), the original training
+    assert cfg['dense'].model == cfg['tuned'].model != cfg['original'].model
+    assert training(cfg['dense']) == training(cfg['original']) != training(cfg['tuned'])
+    assert pipeline(cfg['dense']) == pipeline(cfg['original'])
+    # tuned-noflip: the tuned model and training, the original pipeline (no flips)
+    assert cfg['tuned-noflip'].model == cfg['tuned'].model
+    assert training(cfg['tuned-noflip']) == training(cfg['tuned'])
+    assert pipeline(cfg['tuned-noflip']) == pipeline(cfg['original'])
 
 
 def test_options_are_checked() -> None:
