@@ -238,6 +238,41 @@ def test_counts_of_another_size_are_rejected(valid, id_map) -> None:
     assert 'the runs cover 100 pixels, not 40*60 = 2400' in _problems(bad, id_map)
 
 
+def _rle_string(counts: list[int]) -> str:
+    """maskApi.c's rleToString for any run lengths, negative ones included (pycocotools'
+    encoder never writes those, a broken writer might)."""
+    out = []
+    for k, x in enumerate(counts):
+        x -= counts[k - 2] if k > 2 else 0
+        more = True
+        while more:
+            c, x = x & 0x1F, x >> 5
+            more = x != -1 if c & 0x10 else x != 0
+            out.append(chr((c | 0x20 if more else c) + 48))
+    return ''.join(out)
+
+
+def test_batched_rle_check_agrees_with_the_per_entry_parser(valid) -> None:
+    # validate_submission parses all strings at once and sends only the ones that fail (or a
+    # lot it cannot parse) through _rle_problem: both must accept exactly the same strings
+    results, _ = valid
+    crafted = [
+        _rle_string([5, 3, -2, 2394]),  # covers 40*60 but holds a negative run
+        _rle_string([2400]), _rle_string([0, 2400]), _rle_string([1200, 1200]),
+        _rle_string([1000, 100, 1299]), _rle_string([7, 2393]), '']
+    assert _rle_string([2400]) == mask_utils.encode(
+        np.zeros((40, 60), np.uint8, order='F'))['counts'].decode()
+    entries = list(results) + [dict(segmentation=dict(size=[40, 60], counts=c))
+                               for c in crafted]
+    expected = [sub._rle_problem(e['segmentation']['counts'].encode(),
+                                 *e['segmentation']['size']) is None for e in entries]
+    assert sub._valid_rles(entries).tolist() == expected
+    assert expected == [True] * len(results) + [False, True, True, True, False, True, False]
+    # a string that cannot be parsed at all leaves every entry to the per-entry parser
+    assert not sub._valid_rles(entries + [dict(segmentation=dict(size=[40, 60],
+                                                                 counts='zz'))]).any()
+
+
 @pytest.mark.parametrize('key', sub.RESULT_KEYS)
 def test_missing_key_is_named(valid, id_map, key: str) -> None:
     results, _ = valid
