@@ -12,10 +12,11 @@ Items (``--only`` takes any of them; all run by default, in this order):
 - ``train``: mean iteration of the training loop against ``train_step`` (preprocess, forward,
   backward, optimizer step) of the same model on batches already in memory; the tiny test model.
 - ``predict``: one 512x512 image with 300 detections from its file to the submission JSON
-  (pipeline, model, paste, RLE, JSON, as ``tools/test.py --submit`` does: images read by a
-  loader worker beside the model, the wait for them counted) against the model's forward
-  alone; mmdet's ``StandardRoIHead`` + ``FCNMaskHead`` with mmengine's JSON writer, and the
-  configs' ``ChunkedRoIHead`` + ``ChunkedMaskHead`` with ``cellseg.fast_json``.
+  (pipeline, model, paste, RLE, results JSON, then the submission read back, checked and
+  written with its zip, as ``tools/test.py --submit`` does: images read by a loader worker
+  beside the model, the wait for them counted) against the model's forward alone; mmdet's
+  ``StandardRoIHead`` + ``FCNMaskHead`` with mmengine's JSON writer, and the configs'
+  ``ChunkedRoIHead`` + ``ChunkedMaskHead`` with ``cellseg.fast_json``.
 - ``memory``: peak RSS of a process predicting one 2500x2000 image with 1000 detections up to its
   RLEs, with each pair of heads, in a fresh process each; the RLEs must be identical.
 - ``convert``: ``data_prep/hw3_to_coco.py`` on 209 generated images like the real ones, as it is
@@ -444,6 +445,7 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
     from mmengine.fileio.handlers import JsonHandler
 
     from cellseg.fast_json import FastJsonHandler
+    from cellseg.submission import ImageInfo, write_submission
 
     root = dense512(work)
     cfg = load_config(REPO / config)
@@ -453,6 +455,8 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
     ann_file = str(root / 'annotations' / 'train_all.json')
     out_dir = work / 'predict_json'
     out_dir.mkdir(exist_ok=True)
+    id_map = {i + 1: ImageInfo(p.parent.name + '.tif', i + 1, 512, 512)
+              for i, p in enumerate(paths)}
 
     def new_metric() -> CocoMetric:
         """The submission run's metric: RLEs per image, the results JSON at the end."""
@@ -513,14 +517,19 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
                         t_wait[head] += waited
             for head in heads:
                 # the baseline writes its JSON as mmengine does (json.dump); the configs' runs
-                # through cellseg.fast_json
+                # through cellseg.fast_json. Then, as tools/test.py --submit does for both, the
+                # results are read back, checked and written as test-results.json and its zip.
                 writer = JsonHandler() if head == 'fcn' else FastJsonHandler()
                 start = time.perf_counter()
                 with json_handler(writer):
                     metrics[head].compute_metrics(metrics[head].results)
+                with open(out_dir / 'results.segm.json') as f:
+                    submitted = json.load(f)
+                json_path, _ = write_submission(submitted, out_dir / head / 'submission.zip',
+                                                id_map)
                 if r:
                     t_e2e[head] += time.perf_counter() - start
-                results[head + '_json'] = (out_dir / 'results.segm.json').read_text()
+                results[head + '_json'] = json_path.read_text()
     k = rounds * len(paths)
     for head in heads:
         results[head] = (t_fwd[head] / k, t_e2e[head] / k)
