@@ -8,7 +8,7 @@
 # - flips (horizontal, vertical, both): cells have no orientation, so each flip is a new,
 #   equally valid training image, and the flip TTA sees views the model was trained on. At a
 #   short CPU budget they cost AP50 (200 iterations: 0.197 without, 0.176 with; docs/results.md,
-#   ablations); they are kept for the full schedule, where fitting 200 images is the risk.
+#   ablations); they are kept for the full schedule, where overfitting 200 images is the risk.
 # Normalisation and frozen stages stay those of cell_r50: BatchNorm trained in train mode (a batch
 # of 4 images of many cells gives BN plenty of pixels), nothing frozen (frozen random weights
 # would stay random).
