@@ -10,7 +10,7 @@ model = dict(
     tile_cfg=dict(
         # 512 px: training sees up to 1024 px crops, so a tile is well inside what the model
         # knows, and a batch of 4 tiles holds the backbone activations of 1 Mpx where a whole
-        # 2500x2000 image holds 5 Mpx (on a CPU, 1000 detections: 1.41 GiB peak tiled, 2.38 GiB
+        # 2500x2000 image holds 5 Mpx (on a CPU, 1000 detections: 1.34 GiB peak tiled, 2.38 GiB
         # whole; docs/speed.md).
         size=512,
         # above the longest cell box in CoNSeP (106 px; p99.9 80) plus border_margin, so a cell
