@@ -185,6 +185,11 @@ def _rle_problem(counts: bytes, height: int, width: int) -> str | None:
     return None
 
 
+def _is_rle_size(size: Any) -> bool:
+    return (isinstance(size, (list, tuple)) and len(size) == 2
+            and all(_is_int(v) and v >= 0 for v in size))
+
+
 def _rle_bytes(entry: Any) -> tuple[bytes, int] | None:
     """``(counts, height * width)`` of an entry whose segmentation has the shape of an RLE
     object (a size of two non-negative ints, str or bytes counts), else None."""
@@ -192,8 +197,7 @@ def _rle_bytes(entry: Any) -> tuple[bytes, int] | None:
     if not isinstance(seg, dict):
         return None
     size, counts = seg.get('size'), seg.get('counts')
-    if not (isinstance(size, (list, tuple)) and len(size) == 2
-            and all(_is_int(v) and v >= 0 for v in size)):
+    if not _is_rle_size(size):
         return None
     if isinstance(counts, str):
         if not counts.isascii():
@@ -239,8 +243,7 @@ def _segmentation_problems(seg: Any, info: ImageInfo | None,
         return ['segmentation misses ' + ', '.join(repr(k) for k in missing)]
     problems = []
     size, counts = seg['size'], seg['counts']
-    size_ok = (isinstance(size, (list, tuple)) and len(size) == 2
-               and all(_is_int(v) and v >= 0 for v in size))
+    size_ok = _is_rle_size(size)
     if not size_ok:
         problems.append(f'segmentation size must be [height, width], got {_short(size)}')
     elif info is not None and [int(size[0]), int(size[1])] != [info.height, info.width]:
