@@ -190,20 +190,14 @@ def _is_rle_size(size: Any) -> bool:
             and all(_is_int(v) and v >= 0 for v in size))
 
 
-def _rle_bytes(entry: Any) -> tuple[bytes, int] | None:
+def _rle_counts(entry: Any) -> tuple[str | bytes, int] | None:
     """``(counts, height * width)`` of an entry whose segmentation has the shape of an RLE
     object (a size of two non-negative ints, str or bytes counts), else None."""
     seg = entry.get('segmentation') if isinstance(entry, dict) else None
     if not isinstance(seg, dict):
         return None
     size, counts = seg.get('size'), seg.get('counts')
-    if not _is_rle_size(size):
-        return None
-    if isinstance(counts, str):
-        if not counts.isascii():
-            return None
-        counts = counts.encode('ascii')
-    elif not isinstance(counts, bytes):
+    if not _is_rle_size(size) or not isinstance(counts, (str, bytes)):
         return None
     return counts, int(size[0]) * int(size[1])
 
@@ -217,13 +211,13 @@ def _valid_rles(results: Sequence[Any]) -> np.ndarray:
     the lot unparsable) go through ``_rle_problem``, which says what is wrong.
     """
     valid = np.zeros(len(results), bool)
-    shaped = [(i, r) for i, r in enumerate(map(_rle_bytes, results)) if r is not None]
+    shaped = [(i, r) for i, r in enumerate(map(_rle_counts, results)) if r is not None]
     if not shaped:
         return valid
     index = np.array([i for i, _ in shaped])
     try:
         counts, owner = rle_string_counts([c for _, (c, _) in shaped])
-    except ValueError:  # a bad string somewhere: let each entry be checked on its own
+    except ValueError:  # a bad (or non-ASCII) string somewhere: check each entry on its own
         return valid
     n = len(shaped)
     covered = np.bincount(owner, weights=counts, minlength=n)
