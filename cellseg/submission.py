@@ -206,9 +206,9 @@ def _valid_rles(results: Sequence[Any]) -> np.ndarray:
     """Per entry, True when its counts are known to be a valid compressed RLE of its size.
 
     All strings are parsed at once (``rle_string_counts``): with ``_rle_problem`` on every
-    entry, checking the speed benchmark's 300 detections of a 512x512 image took 4-6 ms, now
-    about 2 (``benchmarks/speed.py`` predict). Entries left False (bad shape, or any string of
-    the lot unparsable) go through ``_rle_problem``, which says what is wrong.
+    entry, checking 300 detections of a 512x512 image (results files of ``benchmarks/speed.py``
+    predict, random-weight masks) took 4-9 ms, now 2-5 ms. Entries left False (bad shape, or
+    any string of the lot unparsable) go through ``_rle_problem``, which says what is wrong.
     """
     valid = np.zeros(len(results), bool)
     shaped = [(i, r) for i, r in enumerate(map(_rle_counts, results)) if r is not None]
