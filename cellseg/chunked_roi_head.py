@@ -1,9 +1,12 @@
 """A Mask R-CNN RoI head that predicts a bounded number of RoIs at a time."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from mmdet.models.roi_heads import StandardRoIHead
 from mmdet.registry import MODELS
+from mmdet.structures.bbox import bbox2roi
 from torch import Tensor
 
 
@@ -28,14 +31,55 @@ class ChunkedRoIHead(StandardRoIHead):
     Training keeps mmdet's one pass: the sampler bounds the RoIs there, and the mask branch
     may reuse the box branch's features. Weights and checkpoints are ``StandardRoIHead``'s; a
     config switches with ``roi_head=dict(type='ChunkedRoIHead')``.
+
+    ``mask_pos_per_img`` (training only) bounds the positive RoIs the mask branch learns on per
+    image, drawn at random among the sampler's positives; the box branch still sees all of them.
+    The mask head runs four 3x3 convolutions of 256 channels on every RoI it is given, so its
+    cost grows with the positives, while cells are small and alike: a few RoIs per cell teach it
+    as much as many. ``None`` keeps mmdet's behaviour (every positive).
     """
 
-    def __init__(self, *args, bbox_chunk: int = 512, mask_chunk: int = 64, **kwargs) -> None:
+    def __init__(self, *args, bbox_chunk: int = 512, mask_chunk: int = 64,
+                 mask_pos_per_img: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if bbox_chunk < 1 or mask_chunk < 1:
             raise ValueError(f'bbox_chunk and mask_chunk must be positive, got {bbox_chunk}, '
                              f'{mask_chunk}')
+        if mask_pos_per_img is not None and mask_pos_per_img < 1:
+            raise ValueError(f'mask_pos_per_img must be positive or None, got {mask_pos_per_img}')
         self.bbox_chunk, self.mask_chunk = int(bbox_chunk), int(mask_chunk)
+        self.mask_pos_per_img = None if mask_pos_per_img is None else int(mask_pos_per_img)
+
+    def loss(self, x: tuple[Tensor, ...], rpn_results_list: list,
+             batch_data_samples: list) -> dict:
+        # Under a bfloat16 autocast on the CPU (CpuAmpOptimWrapper) the FPN's features are
+        # bfloat16, and mmcv's CPU RoIAlign takes float32 only: the RoIs are extracted from
+        # float32 copies (the heads' layers still run under the autocast). In float32 the casts
+        # return the features themselves.
+        return super().loss(tuple(f.float() for f in x), rpn_results_list, batch_data_samples)
+
+    def mask_loss(self, x: tuple[Tensor, ...], sampling_results: list, bbox_feats: Tensor,
+                  batch_gt_instances: list) -> dict:
+        if self.mask_pos_per_img is None:
+            return super().mask_loss(x, sampling_results, bbox_feats, batch_gt_instances)
+        # The mask branch reads only these fields of a sampling result (FCNMaskHead's targets
+        # and loss, and StandardRoIHead.mask_loss); the box branch has already used the whole.
+        kept = []
+        for res in sampling_results:
+            n = len(res.pos_priors)
+            keep = (torch.randperm(n, device=res.pos_priors.device)[:self.mask_pos_per_img]
+                    if n > self.mask_pos_per_img else slice(None))
+            kept.append(SimpleNamespace(
+                pos_priors=res.pos_priors[keep], pos_assigned_gt_inds=res.pos_assigned_gt_inds[keep],
+                pos_gt_labels=res.pos_gt_labels[keep], neg_priors=res.neg_priors))
+        # Features are extracted anew for the kept RoIs (a shared extractor would index the box
+        # branch's features by position, which the subset no longer matches).
+        pos_rois = bbox2roi([res.pos_priors for res in kept])
+        mask_results = self._mask_forward(x, pos_rois)
+        mask_results.update(loss_mask=self.mask_head.loss_and_target(
+            mask_preds=mask_results['mask_preds'], sampling_results=kept,
+            batch_gt_instances=batch_gt_instances, rcnn_train_cfg=self.train_cfg)['loss_mask'])
+        return mask_results
 
     def _bbox_forward(self, x: tuple[Tensor, ...], rois: Tensor) -> dict:
         if self.training or len(rois) <= self.bbox_chunk:

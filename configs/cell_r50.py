@@ -18,6 +18,9 @@ model = dict(
     # ChunkedRoIHead (cellseg/chunked_roi_head.py) extracts and runs RoIs in bounded chunks, and
     # ChunkedMaskHead (cellseg/chunked_mask_head.py) pastes and encodes masks as RLEs a chunk at
     # a time (1000 detections of a 2500 px image never exist as 1000 full-size masks).
+    # proposals in float32 when the layers run under a CPU bfloat16 autocast (mmcv's CPU nms
+    # takes float32 only; cellseg/models/dense_heads/float32_proposal_rpn_head.py)
+    rpn_head=dict(type='Float32ProposalRPNHead'),
     roi_head=dict(type='ChunkedRoIHead',
                   bbox_head=dict(num_classes=4),
                   mask_head=dict(type='ChunkedMaskHead', num_classes=4)))

@@ -9,11 +9,18 @@
 #   equally valid training image, and the flip TTA sees views the model was trained on. At a
 #   short CPU budget they cost AP50 (200 iterations: 0.197 without, 0.176 with; docs/results.md,
 #   ablations); they are kept for the full schedule, where overfitting 200 images is the risk.
+# - 128 sampled RoIs per image (mmdet's 512) and at most 16 positives per image for the mask
+#   branch: the mask head's four 256-channel convolutions on every positive RoI, and RoIAlign
+#   with the box head on every sampled one, are most of a training step on a CPU, while ~40
+#   small, alike cells per image need few RoIs each (step times and AP50 in docs/speed.md and
+#   docs/results.md).
 # Normalisation and frozen stages stay those of cell_r50: BatchNorm trained in train mode (a batch
 # of 4 images of many cells gives BN plenty of pixels), nothing frozen (frozen random weights
 # would stay random).
 _base_ = './cell_r50_dense.py'
 
+model = dict(roi_head=dict(mask_pos_per_img=16),
+             train_cfg=dict(rcnn=dict(sampler=dict(num=128))))
 optim_wrapper = dict(optimizer=dict(lr=1e-3), clip_grad=dict(max_norm=35, norm_type=2))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),

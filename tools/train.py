@@ -14,7 +14,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from cellseg.runtime import adapt_to_cpu, add_common_args, load_config  # noqa: E402
+from cellseg.runtime import (  # noqa: E402
+    CPU_AMP_MODES, adapt_to_cpu, add_common_args, load_config)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -23,6 +24,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_common_args(parser)
     parser.add_argument('--resume', nargs='?', const='auto', help='resume from this checkpoint, '
                         'or without a value from the latest one in the work dir')
+    parser.add_argument('--cpu-amp', choices=CPU_AMP_MODES, help="the recipe's mixed precision "
+                        "without CUDA: 'auto' (default; bfloat16 where the CPU computes it "
+                        "natively), 'bf16', 'off' (float32)")
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr by total batch size / auto_scale_lr.base_batch_size')
     return parser.parse_args(argv)
@@ -42,7 +46,7 @@ def build_config(args: argparse.Namespace) -> Config:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = build_config(args)
-    changes = adapt_to_cpu(cfg)
+    changes = adapt_to_cpu(cfg, args.cpu_amp)
     runner = Runner.from_cfg(cfg)
     for change in changes:  # logged once the runner's logger exists, so it is in the run's log
         runner.logger.warning(change)
