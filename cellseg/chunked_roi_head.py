@@ -70,8 +70,8 @@ class ChunkedRoIHead(StandardRoIHead):
             keep = (torch.randperm(n, device=res.pos_priors.device)[:self.mask_pos_per_img]
                     if n > self.mask_pos_per_img else slice(None))
             kept.append(SimpleNamespace(
-                pos_priors=res.pos_priors[keep], pos_assigned_gt_inds=res.pos_assigned_gt_inds[keep],
-                pos_gt_labels=res.pos_gt_labels[keep], neg_priors=res.neg_priors))
+                pos_priors=res.pos_priors[keep], pos_gt_labels=res.pos_gt_labels[keep],
+                pos_assigned_gt_inds=res.pos_assigned_gt_inds[keep], neg_priors=res.neg_priors))
         # Features are extracted anew for the kept RoIs (a shared extractor would index the box
         # branch's features by position, which the subset no longer matches).
         pos_rois = bbox2roi([res.pos_priors for res in kept])
