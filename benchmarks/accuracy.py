@@ -41,7 +41,7 @@ sys.path.insert(0, REPO)
 
 from mmengine.config import Config  # noqa: E402
 
-from cellseg.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
+from cellseg.utils.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 ORIGINAL = 'configs/cell_r50.py'
 TUNED = 'configs/cell_r50_tuned.py'

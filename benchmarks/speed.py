@@ -16,7 +16,7 @@ Items (``--only`` takes any of them; all run by default, in this order):
   written with its zip, as ``tools/test.py --submit`` does: images read by a loader worker
   beside the model, the wait for them counted) against the model's forward alone; mmdet's
   ``StandardRoIHead`` + ``FCNMaskHead`` with mmengine's JSON writer, and the configs'
-  ``ChunkedRoIHead`` + ``ChunkedMaskHead`` with ``cellseg.fast_json``.
+  ``ChunkedRoIHead`` + ``ChunkedMaskHead`` with ``cellseg.evaluation.fast_json_handler``.
 - ``memory``: peak RSS of a process predicting one 2500x2000 image with 1000 detections up to its
   RLEs, with each pair of heads, in a fresh process each; the RLEs must be identical.
 - ``convert``: ``data_prep/hw3_to_coco.py`` on 209 generated images like the real ones, as it is
@@ -99,9 +99,9 @@ def run_child(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
 
 def write_hw3_root(root: Path, shapes: list[tuple[int, int, int]], seed: int) -> Path:
     """An HW3 layout (``train/<name>/image.tif`` + float64 ``class{k}.tif``, LZW as the demo data
-    writes them) of images drawn by ``cellseg.demo_data.render_image``; reused when present."""
-    from cellseg.demo_data import render_image
-    from cellseg.fileio import atomic_write_json
+    writes them) of images drawn by ``cellseg.testing.demo_data.render_image``; reused when present."""
+    from cellseg.testing.demo_data import render_image
+    from cellseg.utils.fileio import atomic_write_json
 
     marker = root / 'speed_data.json'
     spec = dict(shapes=[list(s) for s in shapes], seed=seed)
@@ -127,7 +127,7 @@ def write_hw3_root(root: Path, shapes: list[tuple[int, int, int]], seed: int) ->
 
 def dense512(work: Path) -> Path:
     """8 images of 512x512 with 150 cells each, and their COCO ``annotations/train_all.json``."""
-    from cellseg.annotations import convert
+    from cellseg.formats.coco_conversion import convert
 
     root = write_hw3_root(work / 'dense512', [(512, 512, 150)] * 8, seed=1)
     if not (root / 'annotations' / 'train_all.json').is_file():
@@ -148,7 +148,7 @@ def hw3_like(work: Path) -> Path:
 
 def big_image(work: Path) -> Path:
     """One 2500x2000 image (TIFF) for the memory item."""
-    from cellseg.demo_data import render_image
+    from cellseg.testing.demo_data import render_image
 
     path = work / 'big_2500x2000.tif'
     if not path.is_file():
@@ -187,8 +187,8 @@ def build_model(cfg, head: str):
     import torch
     from mmdet.registry import MODELS
 
-    import cellseg.chunked_mask_head  # noqa: F401  (registers ChunkedMaskHead)
-    import cellseg.chunked_roi_head  # noqa: F401  (registers ChunkedRoIHead)
+    import cellseg.models.roi_heads.chunked_roi_head  # noqa: F401  (registers ChunkedRoIHead)
+    import cellseg.models.roi_heads.mask_heads.chunked_mask_head  # noqa: F401  (registers ChunkedMaskHead)
 
     cfg = copy.deepcopy(cfg)
     chunked = head == 'chunked'
@@ -217,7 +217,7 @@ def original_loader(folder: Path, image_id: int, pack) -> dict:
     from mmdet.structures.bbox import HorizontalBoxes
     from mmdet.structures.mask import BitmapMasks
 
-    from cellseg.hw3 import read_image
+    from cellseg.formats.hw3 import read_image
 
     img = np.ascontiguousarray(read_image(folder / 'image.tif')[..., ::-1])
     h, w = img.shape[:2]
@@ -248,7 +248,7 @@ def original_loader(folder: Path, image_id: int, pack) -> dict:
 def set_mask_loader(cfg, loader: str) -> None:
     """Load training masks with ``loader``: ``'LoadCellAnnotations'`` (the configs' choice) or
     mmdet's ``'LoadAnnotations'`` (the baseline)."""
-    import cellseg.load_cell_annotations  # noqa: F401  (registers the transform)
+    import cellseg.datasets.transforms.load_cell_annotations  # noqa: F401  (registers the transform)
 
     for t in cfg.train_dataloader.dataset.pipeline:
         if t['type'] in ('LoadAnnotations', 'LoadCellAnnotations'):
@@ -310,8 +310,8 @@ def bench_train(work: Path, iters: int, cell_annotations: bool) -> None:
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
-    from cellseg.fileio import atomic_write_json
-    from cellseg.runtime import adapt_to_cpu
+    from cellseg.apis.config_helpers import adapt_to_cpu
+    from cellseg.utils.fileio import atomic_write_json
 
     root = dense512(work)
     coco = json.loads((root / 'annotations' / 'train_all.json').read_text())
@@ -444,8 +444,9 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
     from mmengine.dataset import pseudo_collate
     from mmengine.fileio.handlers import JsonHandler
 
-    from cellseg.fast_json import FastJsonHandler
-    from cellseg.submission import ImageInfo, write_submission
+    from cellseg.evaluation.fast_json_handler import FastJsonHandler
+    from cellseg.formats.hw3 import ImageInfo
+    from cellseg.formats.submission import write_submission
 
     root = dense512(work)
     cfg = load_config(REPO / config)
@@ -517,7 +518,7 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
                         t_wait[head] += waited
             for head in heads:
                 # the baseline writes its JSON as mmengine does (json.dump); the configs' runs
-                # through cellseg.fast_json. Then, as tools/test.py --submit does for both, the
+                # through cellseg.evaluation.fast_json_handler. Then, as tools/test.py --submit does for both, the
                 # results are read back, checked and written as test-results.json and its zip.
                 writer = JsonHandler() if head == 'fcn' else FastJsonHandler()
                 start = time.perf_counter()
@@ -538,7 +539,7 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
     report('predict', f'reading one image (test pipeline, in the main process), {name}',
            f'{t_read * 1e3:.1f} ms')
     for head, label in (('fcn', "mmdet's RoI and mask heads, mmengine's json.dump"),
-                        ('chunked', 'ChunkedRoIHead + ChunkedMaskHead, cellseg.fast_json')):
+                        ('chunked', 'ChunkedRoIHead + ChunkedMaskHead, cellseg.evaluation.fast_json_handler')):
         fwd, e2e = results[head]
         report('predict', f'end to end / forward, {name}, 512x512, 300 detections, {label}',
                f'{e2e / fwd:.3f} ({e2e * 1e3:.0f} ms / {fwd * 1e3:.0f} ms; overhead '
@@ -569,7 +570,7 @@ def memory_child(config: str, head: str, image: str, out: str, checkpoint: str =
     if checkpoint:
         from mmengine.runner import load_checkpoint
 
-        import cellseg.checkpoint_loader  # noqa: F401  (torch >= 2.6 reads mmengine checkpoints)
+        import cellseg.engine.checkpoint_loader  # noqa: F401  (torch >= 2.6 reads mmengine checkpoints)
         load_checkpoint(model, checkpoint, map_location='cpu')
     batch = pseudo_collate([pipeline_of(cfg, 'test_pipeline')(dict(img_path=image, img_id=1))])
     rss_model = peak_rss_bytes()
@@ -620,7 +621,7 @@ def encode_instance_map_per_mask(labels: np.ndarray) -> list[dict]:
     ``encode`` of a full-image mask per instance, painted into one reused buffer."""
     import pycocotools.mask as mask_utils
 
-    from cellseg.hw3 import iter_instances
+    from cellseg.formats.hw3 import iter_instances
 
     buf = np.zeros(labels.shape, dtype=np.uint8, order='F')
     out = []
@@ -642,7 +643,7 @@ sys.path.insert(0, {bench!r})
 sys.argv = ['hw3_to_coco.py'] + {args!r}
 if {baseline!r}:
     import speed
-    from cellseg import hw3
+    from cellseg.formats import hw3
     hw3.encode_instance_map = speed.encode_instance_map_per_mask
 atexit.register(lambda: print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]))
 runpy.run_path({script!r}, run_name='__main__')
@@ -668,7 +669,7 @@ def bench_convert(work: Path) -> None:
     same = same and sorted(p.name for p in out0.iterdir()) == sorted(p.name for p in out1.iterdir())
     report('convert', f'hw3_to_coco.py with one full-image encode per instance (baseline), 209 '
            f'images ({log0})', f'{w0:.1f} s, peak RSS {r0 / GIB:.2f} GiB')
-    report('convert', 'hw3_to_coco.py as it is (run-based encoder, cellseg.chunked_masks)',
+    report('convert', 'hw3_to_coco.py as it is (run-based encoder, cellseg.structures.rle)',
            f'{w1:.1f} s, peak RSS {r1 / GIB:.2f} GiB', f'{w0:.1f} s (baseline)',
            '<= 30 s and <= 1 GiB', w1 <= 30 and r1 <= GIB)
     report('convert', 'annotation files identical', str(same), met=same)
@@ -720,8 +721,8 @@ def dense_predictions(gt: dict, seed: int = 0) -> list[dict]:
 
 def eval_case(work: Path) -> tuple[Path, Path]:
     """Ground truth of the first 100 hw3-like images and the cached detections of them."""
-    from cellseg.annotations import build_train_coco
-    from cellseg.fileio import atomic_write_json
+    from cellseg.formats.coco_conversion import build_train_coco
+    from cellseg.utils.fileio import atomic_write_json
 
     gt_path, pred_path = work / 'eval_gt100.json', work / 'eval_pred100.json'
     if not (gt_path.is_file() and pred_path.is_file()):
@@ -737,8 +738,8 @@ def eval_case(work: Path) -> tuple[Path, Path]:
 def evaluate_with(backend: str, gt_path: Path, predictions: list[dict]) -> tuple[dict, float]:
     from mmengine.logging import MMLogger
 
-    from cellseg.cell_coco_metric import CellCocoMetric
-    from cellseg.hw3 import CLASS_NAMES
+    from cellseg.evaluation.metrics.cell_coco_metric import CellCocoMetric
+    from cellseg.formats.hw3 import CLASS_NAMES
 
     metric = CellCocoMetric(ann_file=str(gt_path), metric=['segm'], backend=backend)
     metric.dataset_meta = dict(classes=CLASS_NAMES)

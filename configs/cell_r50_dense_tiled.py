@@ -1,9 +1,7 @@
-# cell_r50_dense predicting large images in overlapping tiles (cellseg/tiled_inference.py).
+# cell_r50_dense predicting large images in overlapping tiles (cellseg/models/detectors/tiled_mask_rcnn.py).
 # Same weights as cell_r50_dense: test its checkpoint with this config. `tile_cfg=None` in
 # --cfg-options predicts every image whole again.
 _base_ = './cell_r50_dense.py'
-
-custom_imports = dict(imports=_base_.custom_imports.imports + ['cellseg.tiled_inference'])
 
 model = dict(
     type='TiledMaskRCNN',

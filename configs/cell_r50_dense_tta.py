@@ -1,10 +1,8 @@
 # cell_r50_dense_tiled with test-time augmentation: the four flips (none, horizontal, vertical,
-# both) merged with their masks by cellseg/mask_tta.py. Same weights as cell_r50_dense. Only
+# both) merged with their masks by cellseg/models/test_time_augs/mask_tta_model.py. Same weights as cell_r50_dense. Only
 # `tools/test.py ... --tta` uses tta_model and tta_pipeline; without it this config is
 # cell_r50_dense_tiled.
 _base_ = './cell_r50_dense_tiled.py'
-
-custom_imports = dict(imports=_base_.custom_imports.imports + ['cellseg.mask_tta'])
 
 tta_model = dict(
     type='MaskTTAModel',

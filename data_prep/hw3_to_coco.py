@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cellseg.annotations import convert  # noqa: E402
-from cellseg.hw3 import HW3FormatError  # noqa: E402
+from cellseg.formats.coco_conversion import convert  # noqa: E402
+from cellseg.formats.hw3 import HW3FormatError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

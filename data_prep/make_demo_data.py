@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cellseg.demo_data import make_demo_dataset  # noqa: E402
+from cellseg.testing.demo_data import make_demo_dataset  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ CONSEP = REPO.parent / 'shared' / 'data' / 'consep'
 @pytest.fixture(scope='session')
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny generated dataset in the HW3 layout (shared by tests that only read it)."""
-    from cellseg.demo_data import make_demo_dataset
+    from cellseg.testing.demo_data import make_demo_dataset
 
     root = tmp_path_factory.mktemp('tiny_hw3')
     make_demo_dataset(root, seed=0, tiny=True)
@@ -22,7 +22,7 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope='session')
 def tiny_ann(tiny_root: Path) -> Path:
     """COCO files of ``tiny_root`` (2 folds: the tiny set has only a few images)."""
-    from cellseg.annotations import convert
+    from cellseg.formats.coco_conversion import convert
 
     convert(tiny_root, tiny_root / 'annotations', folds=2, seed=0)
     return tiny_root / 'annotations'

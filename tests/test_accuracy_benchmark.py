@@ -2,6 +2,8 @@
 keeping its own schedule shape, evaluated in the requested test modes."""
 from __future__ import annotations
 
+import copy
+
 import importlib.util
 from pathlib import Path
 
@@ -51,9 +53,20 @@ def test_ablations_each_leave_out_one_share_of_the_tuned_recipe() -> None:
     def training(c: Config) -> tuple:
         return c.optim_wrapper, c.param_scheduler
 
+    def without_roi_bounds(c: Config) -> dict:
+        # the tuned training's RoI bounds (128 sampled, 16 mask positives per image) are
+        # training settings, not the dense model's
+        model = copy.deepcopy(c.model.to_dict())
+        model['roi_head'].pop('mask_pos_per_img', None)
+        model['train_cfg']['rcnn']['sampler']['num'] = 512
+        return model
+
     assert any(t['type'] == 'RandomFlip' for t in pipeline(cfg['tuned']))
+    assert cfg['tuned'].model.roi_head.mask_pos_per_img == 16
+    assert cfg['tuned'].model.train_cfg.rcnn.sampler.num == 128
     # dense: the tuned model (anchors, proposals, detections), the original training
-    assert cfg['dense'].model == cfg['tuned'].model != cfg['original'].model
+    assert cfg['dense'].model == without_roi_bounds(cfg['tuned']) != cfg['original'].model
+    assert 'mask_pos_per_img' not in cfg['dense'].model.roi_head
     assert training(cfg['dense']) == training(cfg['original']) != training(cfg['tuned'])
     assert pipeline(cfg['dense']) == pipeline(cfg['original'])
     # tuned-noflip: the tuned model and training, the original pipeline (no flips)

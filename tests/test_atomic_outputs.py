@@ -1,8 +1,8 @@
 """A write that fails midway leaves the previous file intact and nothing at the final path.
 
 Checkpoints go through mmengine's ``save_checkpoint`` and the file backend that
-``cellseg.atomic_checkpoints`` registers; annotation files through ``cellseg.annotations.convert``
-(``cellseg.fileio``). The failure is a disk that fills up halfway through the bytes. (Submission
+``cellseg.engine.atomic_checkpoints`` registers; annotation files through ``cellseg.formats.coco_conversion.convert``
+(``cellseg.utils.fileio``). The failure is a disk that fills up halfway through the bytes. (Submission
 files are covered in tests/test_submission.py.)
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from mmengine.fileio import get_file_backend
 from mmengine.runner.checkpoint import save_checkpoint
 from mmengine.utils import import_modules_from_strings
 
-from cellseg.annotations import convert
-from cellseg.atomic_checkpoints import AtomicLocalBackend
+from cellseg.engine.atomic_checkpoints import AtomicLocalBackend
+from cellseg.formats.coco_conversion import convert
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'
@@ -51,7 +51,7 @@ def files(folder: Path) -> list[str]:
 
 def test_configs_install_the_atomic_checkpoint_backend(tmp_path: Path) -> None:
     cfg = Config.fromfile(TINY)
-    assert 'cellseg.atomic_checkpoints' in cfg.custom_imports.imports
+    assert 'cellseg.engine' in cfg.custom_imports.imports  # which imports atomic_checkpoints
     import_modules_from_strings(cfg.custom_imports.imports)
     # the backend mmengine 0.10.7's save_checkpoint(checkpoint, filename) writes a local path with
     assert isinstance(get_file_backend(str(tmp_path / 'epoch_1.pth')), AtomicLocalBackend)

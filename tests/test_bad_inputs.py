@@ -32,10 +32,10 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.utils import import_modules_from_strings
 
-from cellseg import hw3
-from cellseg.annotations import convert
-from cellseg.reports import read_scalars
-from cellseg.runtime import configure_submission_run, set_data_paths
+from cellseg.apis.config_helpers import configure_submission_run, set_data_paths
+from cellseg.formats import hw3
+from cellseg.formats.coco_conversion import convert
+from cellseg.utils.scalars import read_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'

@@ -49,7 +49,8 @@ def test_cell_r50_is_the_recipe() -> None:
     assert cfg.val_evaluator.type == 'CellCocoMetric'
     assert cfg.val_evaluator.metric == ['bbox', 'segm'] and cfg.val_evaluator.classwise
     assert cfg.default_hooks.checkpoint.save_best == 'coco/segm_mAP_50'
-    assert 'cellseg.checkpoint_loader' in cfg.custom_imports.imports
+    assert cfg.custom_imports.imports == ['cellseg.datasets', 'cellseg.models', 'cellseg.evaluation',
+                                         'cellseg.engine']
 
 
 def test_x50_changes_only_the_backbone() -> None:

@@ -12,8 +12,8 @@ import pycocotools.mask as mask_utils
 import pytest
 import tifffile
 
-from cellseg import demo_data
-from cellseg.demo_data import CLASS_NAMES, make_demo_dataset, render_image
+from cellseg.testing import demo_data
+from cellseg.testing.demo_data import CLASS_NAMES, make_demo_dataset, render_image
 
 REPO = Path(__file__).resolve().parents[1]
 LZW = 5

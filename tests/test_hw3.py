@@ -10,8 +10,8 @@ import pycocotools.mask as mask_utils
 import pytest
 import tifffile
 
-from cellseg import hw3
-from cellseg.annotations import convert, split_folds
+from cellseg.formats import hw3
+from cellseg.formats.coco_conversion import convert, split_folds
 
 
 def assert_coco_matches_class_maps(data_root: Path, coco: dict) -> int:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cellseg.hw3 import CLASS_NAMES
-from cellseg.reports import best_validation, fold_table
+from cellseg.evaluation.kfold_summary import best_validation, fold_table
+from cellseg.formats.hw3 import CLASS_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cellseg.reports import read_scalars
+from cellseg.utils.scalars import read_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'

@@ -23,8 +23,8 @@ import pytest
 import tifffile
 import torch
 
-from cellseg.hw3 import CLASS_NAMES, HW3FormatError, list_train_samples, read_image
-from cellseg.predict import CSV_COLUMNS, collect_images, output_stems
+from cellseg.apis.predict import CSV_COLUMNS, collect_images, output_stems
+from cellseg.formats.hw3 import CLASS_NAMES, HW3FormatError, list_train_samples, read_image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'
@@ -65,7 +65,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mmengine.config import Config
     from mmengine.utils import import_modules_from_strings
 
-    from cellseg.cell_dataset import CellDataset
+    from cellseg.datasets.cell_dataset import CellDataset
 
     register_all_modules()
     cfg = Config.fromfile(TINY)
@@ -95,7 +95,7 @@ def test_label_image_is_the_masks_with_higher_scores_on_top(tiny_root: Path, che
                                                             tmp_path: Path) -> None:
     """Against masks decoded independently: ids 1..N are the detections that keep a pixel, by
     decreasing score, and id k's pixels are its mask minus every higher-score mask."""
-    from cellseg.predict import load_model, predict_files, predict_image
+    from cellseg.apis.predict import load_model, predict_files, predict_image
 
     model = load_model(TINY, checkpoint, 'cpu', score_thr=0.0)
     paths = input_images(tiny_root)[:3]
@@ -131,8 +131,8 @@ def test_label_image_is_the_masks_with_higher_scores_on_top(tiny_root: Path, che
 
 
 def test_paint_labels_ids_dtype_and_ties() -> None:
-    from cellseg.predict import class_map, instance_rows, paint_labels
-    from cellseg.tiled_inference import EMPTY_CROP, MaskCrop
+    from cellseg.apis.predict import class_map, instance_rows, paint_labels
+    from cellseg.structures.mask_crops import EMPTY_CROP, MaskCrop
 
     square = MaskCrop(np.ones((4, 4), bool), 2, 2)
     inner = MaskCrop(np.ones((2, 2), bool), 3, 3)
@@ -164,8 +164,8 @@ def test_tiled_model_masks_as_rles_are_read_too(tiny_root: Path, checkpoint: Pat
     predict_image turns both into the same crops, which paint a label image."""
     import pycocotools.mask as mask_utils
 
-    import cellseg.tiled_inference  # noqa: F401  registers TiledMaskRCNN
-    from cellseg.predict import load_model, paint_labels, predict_image
+    import cellseg.structures.mask_crops  # noqa: F401  registers TiledMaskRCNN
+    from cellseg.apis.predict import load_model, paint_labels, predict_image
 
     tile = dict(size=64, overlap=24, border_margin=2, merge_thr=0.5, batch_size=4)
     model = load_model(TINY, checkpoint, 'cpu', score_thr=0.0,
@@ -250,7 +250,7 @@ def test_bad_inputs_name_the_file(tiny_root: Path, checkpoint: Path, tmp_path: P
     data = src.read_bytes()
     cut.write_bytes(data[:start + (len(data) - start) // 2])
     assert collect_images([cut]) == [cut]
-    from cellseg.predict import predict_image
+    from cellseg.apis.predict import predict_image
 
     with pytest.raises(HW3FormatError, match=f'^{cut}: cannot read as TIFF'):
         predict_image(None, cut)  # fails on reading, before the model is used
@@ -261,7 +261,7 @@ def test_bad_inputs_name_the_file(tiny_root: Path, checkpoint: Path, tmp_path: P
 def test_eval_report_on_known_predictions(tiny_root: Path, tmp_path: Path) -> None:
     """Predictions = the ground truth, with one instance missed, one given the wrong class and
     one duplicated at a lower score (a false positive), plus one below the score threshold."""
-    from cellseg.eval_report import write_eval_report
+    from cellseg.evaluation.eval_report import write_eval_report
 
     gt = json.loads((tiny_root / 'test_gt.json').read_text())
     anns = sorted(gt['annotations'], key=lambda a: a['id'])
@@ -332,7 +332,7 @@ def test_eval_report_on_known_predictions(tiny_root: Path, tmp_path: Path) -> No
 
 
 def test_eval_report_without_predictions(tiny_root: Path, tmp_path: Path) -> None:
-    from cellseg.eval_report import write_eval_report
+    from cellseg.evaluation.eval_report import write_eval_report
 
     written = write_eval_report(tiny_root / 'test_gt.json', [], tmp_path, CLASS_NAMES)
     assert 'worst_images.png' not in written  # no images_root, no gallery
@@ -384,9 +384,9 @@ def fake_scalars(work_dir: Path) -> None:
 
 
 def test_plot_curves_tool_and_hook(tmp_path: Path) -> None:
-    from cellseg.plot_curves_hook import PlotCurvesHook
-    from cellseg.reports import read_scalars
-    from cellseg.visualize import iters_per_epoch
+    from cellseg.engine.hooks.plot_curves_hook import PlotCurvesHook
+    from cellseg.utils.scalars import read_scalars
+    from cellseg.visualization.visualize import iters_per_epoch
 
     fake_scalars(tmp_path)
     assert iters_per_epoch([r for r in read_scalars(tmp_path) if 'loss' in r]) == 4

@@ -2,7 +2,7 @@
 
 - chunked paste + RLE (``ChunkedMaskHead``) == mmdet's ``FCNMaskHead`` + ``encode_mask_results``;
 - RoIs a chunk at a time (``ChunkedRoIHead``) == mmdet's ``StandardRoIHead``;
-- one-pass label-map encoding == ``cellseg.hw3.encode_instance_map``;
+- one-pass label-map encoding == ``cellseg.formats.hw3.encode_instance_map``;
 - RLE parsing to pixels == pycocotools' ``decode``;
 - ``SparseBitmapMasks`` / ``LoadCellAnnotations`` == ``BitmapMasks`` / ``LoadAnnotations``;
 - ``CellCocoMetric(backend='faster_coco_eval')`` == the pycocotools reference.
@@ -22,17 +22,17 @@ from mmdet.models.roi_heads.mask_heads import FCNMaskHead
 from mmdet.structures.mask import BitmapMasks, encode_mask_results
 from mmengine.config import ConfigDict
 
-from cellseg import hw3
-from cellseg.chunked_mask_head import ChunkedMaskHead
-from cellseg.chunked_masks import (
+from cellseg.formats import hw3
+from cellseg.models.roi_heads.mask_heads.chunked_mask_head import ChunkedMaskHead
+from cellseg.models.roi_heads.mask_heads.mask_paste import paste_masks_to_rles
+from cellseg.structures.rle import (
     encode_instances,
     encode_label_map,
     encode_windows,
-    paste_masks_to_rles,
     rle_pixels,
 )
-from cellseg.demo_data import render_image
-from cellseg.sparse_masks import SparseBitmapMasks
+from cellseg.structures.sparse_masks import SparseBitmapMasks
+from cellseg.testing.demo_data import render_image
 
 
 def _detections(seed: int, n: int, height: int, width: int):
@@ -81,7 +81,7 @@ def test_chunked_roi_head_predicts_what_standard_roi_head_predicts() -> None:
     from mmengine.config import Config
     from mmengine.structures import InstanceData
 
-    from cellseg.chunked_roi_head import ChunkedRoIHead
+    from cellseg.models.roi_heads.chunked_roi_head import ChunkedRoIHead
 
     register_all_modules()
     cfg = Config.fromfile(str(Path(__file__).parent / 'configs' / 'cell_r50_tiny.py'))
@@ -128,7 +128,7 @@ def test_fast_json_handler_writes_what_mmengine_wrote(tmp_path) -> None:
     from mmengine.fileio.handlers.registry_utils import file_handlers
 
     Config.fromfile(str(Path(__file__).parents[1] / 'configs' / 'cell_r50.py'))  # its imports
-    from cellseg.fast_json import FastJsonHandler
+    from cellseg.evaluation.fast_json_handler import FastJsonHandler
 
     assert isinstance(file_handlers['json'], FastJsonHandler)
     rng = np.random.default_rng(4)
@@ -261,7 +261,7 @@ def test_load_cell_annotations_equals_load_annotations(tiny_root, tiny_ann) -> N
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
-    import cellseg.load_cell_annotations  # noqa: F401
+    import cellseg.datasets.transforms.load_cell_annotations  # noqa: F401
 
     register_all_modules()
     tiny = Path(__file__).parent / 'configs' / 'cell_r50_tiny.py'
@@ -324,7 +324,7 @@ def test_faster_coco_eval_equals_pycocotools(tmp_path, iou_type: str) -> None:
     pytest.importorskip('faster_coco_eval')
     from mmengine.logging import MMLogger
 
-    from cellseg.cell_coco_metric import CellCocoMetric
+    from cellseg.evaluation.metrics.cell_coco_metric import CellCocoMetric
 
     gt_path, preds = _eval_case(tmp_path)
     if iou_type == 'bbox':  # as mmdet's bbox results file holds them
@@ -348,7 +348,7 @@ def test_faster_coco_eval_equals_pycocotools(tmp_path, iou_type: str) -> None:
 
 
 def test_metric_rejects_unknown_backend() -> None:
-    from cellseg.cell_coco_metric import CellCocoMetric
+    from cellseg.evaluation.metrics.cell_coco_metric import CellCocoMetric
 
     with pytest.raises(ValueError, match='backend'):
         CellCocoMetric(metric=['segm'], backend='fast')

@@ -1,4 +1,4 @@
-"""The CodaBench submission checker and writer (cellseg.submission)."""
+"""The CodaBench submission checker and writer (cellseg.formats.submission)."""
 from __future__ import annotations
 
 import copy
@@ -12,12 +12,11 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
-import cellseg.submission as sub
-from cellseg.submission import (
+import cellseg.formats.submission as sub
+from cellseg.formats.hw3 import HW3FormatError, ImageInfo, load_id_map
+from cellseg.formats.submission import (
     SUBMISSION_JSON,
-    ImageInfo,
     SubmissionError,
-    load_id_map,
     summarize_submission,
     validate_submission,
     write_submission,
@@ -393,7 +392,7 @@ def test_load_id_map(tmp_path: Path) -> None:
 def test_load_id_map_rejects_duplicate_ids(tmp_path: Path) -> None:
     entries = _map_entries() + [dict(IMAGES[0]._asdict(), file_name='other.tif')]
     path = _write_id_map(tmp_path / 'map.json', entries)
-    with pytest.raises(SubmissionError) as err:
+    with pytest.raises(HW3FormatError) as err:
         load_id_map(path)
     msg = str(err.value)
     assert msg.startswith(f'{path}: 1 problem:')
@@ -423,7 +422,7 @@ def test_load_id_map_rejects_duplicate_file_names(tmp_path: Path) -> None:
 def test_load_id_map_errors_name_the_file(tmp_path: Path, content: str, expected: str) -> None:
     path = tmp_path / 'test_image_name_to_ids.json'
     path.write_text(content)
-    with pytest.raises(SubmissionError) as err:
+    with pytest.raises(HW3FormatError) as err:
         load_id_map(path)
     assert str(err.value).startswith(f'{path}: ')
     assert expected in str(err.value)
@@ -431,5 +430,5 @@ def test_load_id_map_errors_name_the_file(tmp_path: Path, content: str, expected
 
 def test_load_id_map_missing_file(tmp_path: Path) -> None:
     path = tmp_path / 'nope.json'
-    with pytest.raises(SubmissionError, match='cannot read'):
+    with pytest.raises(HW3FormatError, match='cannot read'):
         load_id_map(path)

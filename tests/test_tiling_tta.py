@@ -25,22 +25,30 @@ from mmengine.dataset import Compose, pseudo_collate
 from mmengine.structures import InstanceData
 from test_configs import changed_keys
 
-import cellseg.transforms  # noqa: F401  (registers LoadCellImageFromFile)
-from cellseg.anchor_stats import MMDET_DEFAULT_ANCHORS, anchor_iou, load_boxes, suggest_anchors
-from cellseg.demo_data import render_image
-from cellseg.mask_tta import MaskTTAModel, merge_views, use_tta
-from cellseg.tiled_inference import (
-    Detections,
-    MaskCrop,
+import cellseg.datasets.transforms.load_cell_image_from_file  # noqa: F401  (registers LoadCellImageFromFile)
+from cellseg.apis.config_helpers import use_tta
+from cellseg.evaluation.anchor_stats import (
+    MMDET_DEFAULT_ANCHORS,
+    anchor_iou,
+    load_boxes,
+    suggest_anchors,
+)
+from cellseg.models.detectors.tiled_mask_rcnn import (
     TileConfig,
     TiledMaskRCNN,
+    merge_tile_detections,
+    tile_grid,
+)
+from cellseg.models.test_time_augs.mask_tta_model import MaskTTAModel, merge_views
+from cellseg.structures.mask_crops import (
+    Detections,
+    MaskCrop,
     crops_from_masks,
     crops_to_tensor,
     intersection,
-    merge_tile_detections,
     rescale_detections,
-    tile_grid,
 )
+from cellseg.testing.demo_data import render_image
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'
@@ -282,17 +290,12 @@ def test_dense_configs_change_only_what_they_say() -> None:
         'model.test_cfg.rpn.nms_pre', 'model.test_cfg.rpn.max_per_img',
         'model.test_cfg.rcnn.max_per_img', 'model.test_cfg.rcnn.score_thr'}
     tiled = changed_keys('cell_r50_dense_tiled.py', 'cell_r50_dense.py')
-    assert {k.split('.')[0] for k in tiled} == {'model', 'custom_imports'}
+    assert {k.split('.')[0] for k in tiled} == {'model'}
     assert {k for k in tiled if k.startswith('model.')} == {'model.type'} | {
         f'model.tile_cfg.{k}' for k in ('size', 'overlap', 'border_margin', 'merge_thr',
                                         'batch_size')}
     tta = changed_keys('cell_r50_dense_tta.py', 'cell_r50_dense_tiled.py')
-    assert {k.split('.')[0].split('[')[0] for k in tta} == {'custom_imports', 'tta_model',
-                                                             'tta_pipeline'}
-    cfg = Config.fromfile(CONFIGS / 'cell_r50_dense_tta.py')
-    assert cfg.custom_imports.imports[-2:] == ['cellseg.tiled_inference', 'cellseg.mask_tta']
-    assert set(Config.fromfile(CONFIGS / 'cell_r50.py').custom_imports.imports) < set(
-        cfg.custom_imports.imports)
+    assert {k.split('.')[0].split('[')[0] for k in tta} == {'tta_model', 'tta_pipeline'}
 
 
 def test_anchor_suggestion_fits_small_boxes(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ import pycocotools.mask as mask_utils
 import pytest
 import torch
 
-from cellseg.reports import read_scalars
-from cellseg.submission import SUBMISSION_JSON, load_id_map, validate_submission
+from cellseg.formats.hw3 import load_id_map
+from cellseg.formats.submission import SUBMISSION_JSON, validate_submission
+from cellseg.utils.scalars import read_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'
@@ -77,12 +78,12 @@ def test_resume_continues_at_the_right_iteration(trained: Path, tiny_root: Path,
 
 
 def test_torch_load_default_refuses_mmengine_checkpoints_we_fix_it(trained: Path) -> None:
-    """The torch >= 2.6 behaviour that cellseg.checkpoint_loader works around."""
+    """The torch >= 2.6 behaviour that cellseg.engine.checkpoint_loader works around."""
     with pytest.raises(Exception, match='[Ww]eights only load failed'):
         torch.load(trained / f'epoch_{EPOCHS}.pth', map_location='cpu')
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    import cellseg.checkpoint_loader  # noqa: F401
+    import cellseg.engine.checkpoint_loader  # noqa: F401
 
     ckpt = CheckpointLoader.load_checkpoint(str(trained / f'epoch_{EPOCHS}.pth'),
                                             map_location='cpu')

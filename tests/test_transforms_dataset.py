@@ -10,9 +10,9 @@ import tifffile
 from mmdet.registry import DATASETS, TRANSFORMS
 from mmdet.utils import register_all_modules
 
-import cellseg.cell_dataset  # noqa: F401  (registers CellDataset)
-import cellseg.transforms  # noqa: F401  (registers LoadCellImageFromFile)
-from cellseg import hw3
+import cellseg.datasets.cell_dataset  # noqa: F401  (registers CellDataset)
+import cellseg.datasets.transforms.load_cell_image_from_file  # noqa: F401  (registers LoadCellImageFromFile)
+from cellseg.formats import hw3
 
 register_all_modules(init_default_scope=True)
 

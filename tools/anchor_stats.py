@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from cellseg.anchor_stats import report  # noqa: E402
+from cellseg.evaluation.anchor_stats import report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 
 Writes DIR/<name>_gt.png per train/<name>/ folder: the image with every instance outlined in its
 class colour and a legend counting the instances per class. The masks are read through
-cellseg.hw3 (not from the COCO files), so a conversion can be checked against its source.
+cellseg.formats.hw3 (not from the COCO files), so a conversion can be checked against its source.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cellseg.hw3 import CLASS_NAMES, HW3FormatError, list_train_samples  # noqa: E402
-from cellseg.visualize import hw3_gt_overlay, palette_for, write_png  # noqa: E402
+from cellseg.formats.hw3 import CLASS_NAMES, HW3FormatError, list_train_samples  # noqa: E402
+from cellseg.visualization.visualize import hw3_gt_overlay, palette_for, write_png  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from cellseg.hw3 import CLASS_NAMES  # noqa: E402
-from cellseg.reports import best_validation, fold_table  # noqa: E402
+from cellseg.evaluation.kfold_summary import best_validation, fold_table  # noqa: E402
+from cellseg.formats.hw3 import CLASS_NAMES  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> str:

@@ -4,7 +4,7 @@
 
 Reads mmengine's WORK_DIR/*/vis_data/scalars.json (every run of the work dir, so a resumed run
 is one curve); the PNG goes to WORK_DIR/curves.png unless --out names another path.
-PlotCurvesHook (cellseg/plot_curves_hook.py) writes the same picture at the end of training.
+PlotCurvesHook (cellseg/engine/hooks/plot_curves_hook.py) writes the same picture at the end of training.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cellseg.reports import read_scalars  # noqa: E402
-from cellseg.visualize import plot_training_curves, save_figure  # noqa: E402
+from cellseg.utils.scalars import read_scalars  # noqa: E402
+from cellseg.visualization.visualize import plot_training_curves, save_figure  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

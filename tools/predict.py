@@ -6,7 +6,7 @@
 INPUT: image files (TIFF, PNG, JPEG; any size), folders of them, or glob patterns (quote them;
 `**` recurses). Per image DIR gets <stem>_labels.tif (instance ids, uint16/uint32),
 <stem>_classes.tif (0 background, 1..4) and <stem>_overlay.png; DIR/instances.csv lists every
-instance. The rules (overlaps, ids, measurements) are in cellseg/predict.py.
+instance. The rules (overlaps, ids, measurements) are in cellseg/apis/predict.py.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmengine.config import DictAction  # noqa: E402
 
-from cellseg.hw3 import HW3FormatError  # noqa: E402
-from cellseg.predict import collect_images, load_model, predict_files  # noqa: E402
+from cellseg.apis.predict import collect_images, load_model, predict_files  # noqa: E402
+from cellseg.formats.hw3 import HW3FormatError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

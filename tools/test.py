@@ -7,33 +7,24 @@
 Without --submit the config's test loop runs (its annotation file has ground truth) and prints
 the metrics. With --submit the model runs on DATA_ROOT's test_release/ images as listed in
 test.json, and test-results.json plus a zip holding it are written after the submission checker
-(cellseg.submission) passed.
+(cellseg.formats.submission) passed.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os.path as osp
 import sys
-import tempfile
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.dist import is_main_process  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-from cellseg.eval_report import write_eval_report  # noqa: E402
-from cellseg.fileio import atomic_write_json  # noqa: E402
-from cellseg.mask_tta import use_tta  # noqa: E402
-from cellseg.runtime import (  # noqa: E402
+from cellseg.apis.config_helpers import (  # noqa: E402
     adapt_to_cpu,
     add_common_args,
-    configure_submission_run,
     load_config,
-    test_dataset_root,
     use_test_ground_truth,
+    use_tta,
 )
-from cellseg.submission import load_id_map, summarize_submission, write_submission  # noqa: E402
+from cellseg.apis.evaluate import evaluate, submit  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,10 +44,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _as_list(item: object) -> list:
-    return list(item) if isinstance(item, (list, tuple)) else [item]
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = load_config(args)
@@ -66,36 +53,9 @@ def main(argv: list[str] | None = None) -> dict:
         use_test_ground_truth(cfg, args.test_gt)
     if args.tta:
         use_tta(cfg)
-    if not args.submit:
-        if args.report:  # CocoMetric keeps its results JSON only when given a prefix
-            prefix = osp.join(osp.abspath(args.report), 'results')
-            for ev in _as_list(cfg.test_evaluator):
-                ev.outfile_prefix = prefix
-        runner = Runner.from_cfg(cfg)
-        metrics = runner.test()
-        if args.metrics_out and is_main_process():
-            atomic_write_json(args.metrics_out, metrics)
-        if args.report and is_main_process():
-            written = write_eval_report(
-                _as_list(cfg.test_evaluator)[0].ann_file, f'{prefix}.segm.json', args.report,
-                runner.test_dataloader.dataset.metainfo['classes'],
-                images_root=test_dataset_root(cfg))
-            print(f'evaluation report: {", ".join(written)} in {args.report}')
-        return metrics
-
-    with tempfile.TemporaryDirectory() as tmp:
-        prefix = osp.join(tmp, 'results')
-        _, id_map_path = configure_submission_run(cfg, prefix, args.ann_dir)
-        Runner.from_cfg(cfg).test()
-        if not is_main_process():
-            return {}
-        with open(f'{prefix}.segm.json') as f:
-            results = json.load(f)
-    id_map = load_id_map(id_map_path)
-    json_path, zip_path = write_submission(results, args.submit, id_map)
-    print(summarize_submission(results, id_map))
-    print(f'submission checked against {id_map_path}: {json_path} and {zip_path}')
-    return dict(json=str(json_path), zip=str(zip_path), entries=len(results))
+    if args.submit:
+        return submit(cfg, args.submit, args.ann_dir)
+    return evaluate(cfg, args.metrics_out, args.report)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from cellseg.runtime import CPU_AMP_MODES, adapt_to_cpu, add_common_args, load_config  # noqa: E402
+from cellseg.apis.config_helpers import CPU_AMP_MODES, adapt_to_cpu, add_common_args, load_config  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

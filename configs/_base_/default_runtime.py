@@ -1,20 +1,15 @@
 _base_ = 'mmdet::_base_/default_runtime.py'
 
-# cellseg's registered modules: the dataset, the TIFF loader, the metric, the checkpoint
-# loader that lets torch >= 2.6 read mmengine checkpoints (see cellseg/checkpoint_loader.py), the
-# atomic checkpoint writer (cellseg/atomic_checkpoints.py), the non-finite loss check, and the
-# fast mask loader, the chunked RoI and mask heads and the one-pass JSON writer (docs/speed.md).
+# cellseg's registered modules, one package per layer of mmdet's shape (importing a package
+# registers everything in it): the dataset and its loaders, the model parts, the metric, and the
+# training machinery (hooks, CPU mixed precision, checkpoint loading for torch >= 2.6, atomic
+# checkpoints).
 custom_imports = dict(
-    imports=['cellseg.cell_dataset', 'cellseg.transforms', 'cellseg.cell_coco_metric',
-             'cellseg.load_cell_annotations', 'cellseg.chunked_mask_head',
-             'cellseg.chunked_roi_head', 'cellseg.fast_json',
-             'cellseg.checkpoint_loader', 'cellseg.atomic_checkpoints',
-             'cellseg.nonfinite_loss_hook', 'cellseg.plot_curves_hook', 'cellseg.engine',
-             'cellseg.models'],
+    imports=['cellseg.datasets', 'cellseg.models', 'cellseg.evaluation', 'cellseg.engine'],
     allow_failed_imports=False)
 
 # A NaN/inf loss stops the run naming the iteration and the loss terms, before CheckpointHook
-# could save NaN weights (the hook's priority is VERY_HIGH; see cellseg/nonfinite_loss_hook.py).
+# could save NaN weights (its priority is VERY_HIGH; cellseg/engine/hooks/nonfinite_loss_hook.py).
 # PlotCurvesHook writes work_dir/curves.png (losses, lr, validation AP50) when training ends.
 # RNGStateHook saves the global random states with each checkpoint, so a resumed run samples
 # the RoIs an uninterrupted one samples (cellseg/engine/hooks/rng_state_hook.py).

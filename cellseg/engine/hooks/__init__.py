@@ -1,3 +1,5 @@
+from cellseg.engine.hooks.nonfinite_loss_hook import NonFiniteLossHook
+from cellseg.engine.hooks.plot_curves_hook import PlotCurvesHook
 from cellseg.engine.hooks.rng_state_hook import RNGStateHook
 
-__all__ = ['RNGStateHook']
+__all__ = ['NonFiniteLossHook', 'PlotCurvesHook', 'RNGStateHook']

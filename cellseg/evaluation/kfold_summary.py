@@ -1,21 +1,10 @@
-"""Reading a work dir's logged metrics back, and the k-fold table."""
+"""Validation results of work dirs, and the k-fold table."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-LEADERBOARD_KEY = 'coco/segm_mAP_50'
-
-
-def read_scalars(work_dir: str | Path) -> list[dict]:
-    """Every row mmengine's LocalVisBackend logged under ``work_dir/*/vis_data/scalars.json``,
-    in run order (a resumed run appends a new timestamped folder)."""
-    rows = []
-    for path in sorted(Path(work_dir).glob('*/vis_data/scalars.json')):
-        with open(path) as f:
-            rows.extend(json.loads(line) for line in f if line.strip())
-    return rows
+from cellseg.utils.scalars import LEADERBOARD_KEY, read_scalars
 
 
 def validation_rows(work_dir: str | Path, key: str = LEADERBOARD_KEY) -> list[dict]:

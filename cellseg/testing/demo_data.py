@@ -36,15 +36,15 @@ import cv2
 import numpy as np
 import tifffile
 
-from cellseg.fileio import atomic_write_json
-from cellseg.hw3 import CLASS_NAMES, IMAGE_FILE, TEST_DIR, TEST_ID_MAP, encode_instance_map
+from cellseg.formats.hw3 import CLASS_NAMES, IMAGE_FILE, TEST_DIR, TEST_ID_MAP, encode_instance_map
+from cellseg.utils.fileio import atomic_write_json
 
 __all__ = ['CLASS_NAMES', 'TEST_GT', 'make_demo_dataset', 'render_image']
 
 TEST_GT = 'test_gt.json'
 # test_gt.json's info names its maker: a folder holding it may be regenerated over (stale images
 # of an earlier run removed), any other non-empty folder is refused rather than mixed into.
-_INFO_DESCRIPTION = 'cellseg generated demo data (cellseg.demo_data)'
+_INFO_DESCRIPTION = 'cellseg generated demo data (cellseg.testing.demo_data)'
 
 MIN_VISIBLE = 10  # an instance with fewer visible pixels is dropped: nothing invisible is labelled
 _MIN_PLACED = 20  # a cell clipped by the border to fewer pixels than this is not placed at all

@@ -5,7 +5,7 @@ Overlays are drawn with NumPy/OpenCV at the image's own resolution (an overlay h
 its image, so it lines up with the label TIFF in napari or Fiji). Plots are matplotlib figures
 built without pyplot (``Figure`` + the Agg canvas): no global figure state and no display
 needed, so they work inside training runs and on headless machines. Every file is written
-atomically through ``cellseg.fileio``.
+atomically through ``cellseg.utils.fileio``.
 """
 from __future__ import annotations
 
@@ -21,18 +21,21 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from scipy import ndimage
 
-from cellseg.fileio import atomic_write_bytes
-from cellseg.hw3 import TrainSample, iter_instances, read_image, read_instance_map
-from cellseg.reports import LEADERBOARD_KEY
+from cellseg.formats.hw3 import TrainSample, iter_instances, read_image, read_instance_map
+from cellseg.utils.fileio import atomic_write_bytes
+from cellseg.utils.scalars import LEADERBOARD_KEY
 
 Color = tuple[int, int, int]
 
 
-def default_palette() -> list[Color]:
-    """The dataset's class colours (``CellDataset.METAINFO``), the one place they are chosen."""
-    from cellseg.cell_dataset import CellDataset  # imports mmdet: only when a palette is needed
+# The class colours, the one place they are chosen (``CellDataset.METAINFO`` takes them): distinct
+# on H&E pink/purple and on fluorescence black backgrounds.
+CLASS_PALETTE: tuple[Color, ...] = ((255, 221, 0), (0, 200, 255), (255, 64, 160), (80, 255, 80))
 
-    return [tuple(int(v) for v in c) for c in CellDataset.METAINFO['palette']]
+
+def default_palette() -> list[Color]:
+    """``CLASS_PALETTE`` as a list."""
+    return list(CLASS_PALETTE)
 
 
 def palette_for(meta: Mapping, n_classes: int) -> list[Color]:
@@ -143,7 +146,7 @@ def overlay_instances(image: np.ndarray, id_map: np.ndarray, class_map: np.ndarr
 def hw3_gt_overlay(sample: TrainSample, class_names: Sequence[str],
                    palette: Sequence[Color]) -> np.ndarray:
     """The ground truth of one HW3 train folder drawn straight from its ``classK.tif`` files
-    (read and checked by ``cellseg.hw3``, not through a converted COCO file), so a conversion can
+    (read and checked by ``cellseg.formats.hw3``, not through a converted COCO file), so a conversion can
     be checked by eye against its source. The legend counts the instances of each class."""
     image = read_image(sample.image_path)
     maps = {k: read_instance_map(p, image.shape[:2]) for k, p in sample.class_paths.items()}

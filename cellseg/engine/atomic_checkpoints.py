@@ -23,7 +23,7 @@ from typing import Union
 
 from mmengine.fileio import LocalBackend, register_backend
 
-from cellseg.fileio import atomic_write_bytes
+from cellseg.utils.fileio import atomic_write_bytes
 
 
 class AtomicLocalBackend(LocalBackend):

@@ -35,10 +35,10 @@ import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cellseg.cell_coco_metric import average_precision
-from cellseg.fileio import atomic_write_bytes
-from cellseg.hw3 import TEST_DIR, read_image
-from cellseg.visualize import (
+from cellseg.evaluation.metrics.cell_coco_metric import average_precision
+from cellseg.formats.hw3 import TEST_DIR, read_image
+from cellseg.utils.fileio import atomic_write_bytes
+from cellseg.visualization.visualize import (
     Color,
     draw_instances,
     palette_for,
@@ -241,8 +241,8 @@ def _instance_maps(anns: Sequence[dict], gt: COCO, col: dict[int, int], shape: t
                    scored: bool) -> tuple[np.ndarray, np.ndarray]:
     """Label and class maps of annotations, painted like ``tools/predict.py`` paints them
     (higher score wins; GT, unscored, keeps the later annotation on overlaps)."""
-    from cellseg.predict import class_map, paint_labels
-    from cellseg.tiled_inference import crop_from_rle
+    from cellseg.apis.predict import class_map, paint_labels
+    from cellseg.structures.mask_crops import crop_from_rle
 
     crops = [crop_from_rle(gt.annToRLE(a)) for a in anns]
     scores = (np.array([a['score'] for a in anns]) if scored

@@ -28,11 +28,9 @@ from mmdet.models.test_time_augs import DetTTAModel
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox_flip
-from mmengine.config import Config, ConfigDict
 from torch import Tensor
 
-from cellseg.runtime import leaf_datasets
-from cellseg.tiled_inference import (
+from cellseg.structures.mask_crops import (
     EMPTY_CROP,
     Detections,
     MaskCrop,
@@ -157,19 +155,3 @@ class MaskTTAModel(DetTTAModel):
         first.pred_instances = merged.to_instances(height, width,
                                                    'tensor' if as_tensor else 'rle', device)
         return first
-
-
-def use_tta(cfg: Config) -> None:
-    """Switch a config's test loop to its test-time augmentation (``tools/test.py --tta``).
-
-    As mmdet's ``tools/test.py --tta``: the model becomes ``tta_model`` wrapping the config's
-    model, and every test dataset reads images through ``tta_pipeline``. A config without them
-    is an error naming the config.
-    """
-    missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
-    if missing:
-        raise ValueError(f'{cfg.filename}: --tta needs {" and ".join(missing)} in the config '
-                         '(e.g. configs/cell_r50_dense_tta.py)')
-    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
-    for ds in leaf_datasets(cfg.test_dataloader):
-        ds.pipeline = cfg.tta_pipeline

@@ -7,7 +7,7 @@ from mmdet.registry import MODELS
 from mmengine.config import ConfigDict
 from torch import Tensor
 
-from cellseg.chunked_masks import DEFAULT_CHUNK_PIXELS, paste_masks_to_rles
+from cellseg.models.roi_heads.mask_heads.mask_paste import DEFAULT_CHUNK_PIXELS, paste_masks_to_rles
 
 
 @MODELS.register_module()
@@ -17,13 +17,13 @@ class ChunkedMaskHead(FCNMaskHead):
     mmdet's head pastes all N detections into an (N, H, W) tensor (1000 detections of a
     2500x2000 image: 5 GB), which ``CocoMetric`` then encodes one full-size mask at a time. This
     head pastes each detection into a window around its box, ``paste_chunk_pixels`` window pixels
-    at a time, and encodes every chunk at once (``cellseg.chunked_masks.paste_masks_to_rles``):
+    at a time, and encodes every chunk at once (``cellseg.structures.rle.paste_masks_to_rles``):
     the same RLEs, bytes for bytes, for ``mask_thr_binary >= 0.5``.
 
     Only prediction differs: layers, losses, weights and checkpoints are ``FCNMaskHead``'s, so a
     config switches with ``mask_head=dict(type='ChunkedMaskHead')``. ``pred_instances.masks`` is
     then a list of N pycocotools RLE dicts, the form ``TiledMaskRCNN`` already gives for tiled
-    images: ``CocoMetric`` (and the submission writer after it) and ``cellseg.predict`` take it;
+    images: ``CocoMetric`` (and the submission writer after it) and ``cellseg.apis.predict`` take it;
     mmdet's ``DetLocalVisualizer`` does not. A negative ``mask_thr_binary`` (soft masks, for
     debugging) falls back to ``FCNMaskHead``'s uint8 tensor. ``ChunkedRoIHead`` bounds what
     comes before the paste: the RoI features and the layers' outputs.

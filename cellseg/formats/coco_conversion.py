@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cellseg import hw3
-from cellseg.fileio import atomic_write_json
+from cellseg.formats import hw3
+from cellseg.utils.fileio import atomic_write_json
 
 
 def build_train_coco(data_root: str | Path) -> dict:

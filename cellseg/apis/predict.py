@@ -17,9 +17,9 @@ the CSV are measured on the label image, so they agree with what a viewer shows,
 overlapping raw masks: box = (x, y, w, h) of the pixel extent (COCO convention), centroid = mean
 pixel column and row (pixel centres at integer coordinates).
 
-Images are read with ``cellseg.hw3.read_image`` (the training rules: alpha dropped, grey
+Images are read with ``cellseg.formats.hw3.read_image`` (the training rules: alpha dropped, grey
 replicated, 16-bit rescaled) and predicted whole by ``mmdet.apis.inference_detector``; a config
-with ``TiledMaskRCNN`` (``cellseg.tiled_inference``) tiles large images with no change here.
+with ``TiledMaskRCNN`` (``cellseg.structures.mask_crops``) tiles large images with no change here.
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ import tifffile
 import torch
 from scipy import ndimage
 
-from cellseg.fileio import atomic_write_bytes
-from cellseg.hw3 import TIFF_SUFFIXES, HW3FormatError, read_image, tiff_shape
-from cellseg.visualize import overlay_instances, palette_for, write_png
+from cellseg.formats.hw3 import TIFF_SUFFIXES, HW3FormatError, read_image, tiff_shape
+from cellseg.utils.fileio import atomic_write_bytes
+from cellseg.visualization.visualize import overlay_instances, palette_for, write_png
 
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, '.png', '.jpg', '.jpeg')
 CSV_NAME = 'instances.csv'
@@ -149,7 +149,7 @@ def model_classes(model: torch.nn.Module) -> tuple[list[str], list[tuple[int, in
     meta = getattr(model, 'dataset_meta', None) or {}
     names = list(meta.get('classes') or [])
     if not names:
-        from cellseg.hw3 import CLASS_NAMES
+        from cellseg.formats.hw3 import CLASS_NAMES
 
         names = list(CLASS_NAMES)
     return names, palette_for(meta, len(names))
@@ -167,7 +167,7 @@ def predict_image(model: torch.nn.Module, path: str | os.PathLike, score_thr: fl
     """
     from mmdet.apis import inference_detector
 
-    from cellseg.tiled_inference import crop_from_rle, crops_from_tensor
+    from cellseg.structures.mask_crops import crop_from_rle, crops_from_tensor
 
     image = read_image(path)
     # mmdet's pipeline expects BGR as OpenCV decodes it; read_image applied the HW3 rules

@@ -4,8 +4,8 @@ from __future__ import annotations
 from mmdet.datasets.transforms import LoadAnnotations
 from mmdet.registry import TRANSFORMS
 
-from cellseg.chunked_masks import rle_pixels
-from cellseg.sparse_masks import SparseBitmapMasks
+from cellseg.structures.rle import rle_pixels
+from cellseg.structures.sparse_masks import SparseBitmapMasks
 
 
 @TRANSFORMS.register_module()
@@ -15,8 +15,8 @@ class LoadCellAnnotations(LoadAnnotations):
     mmdet decodes each instance's RLE into a full-size array and stacks them (150 cells of a
     512x512 image: 39 MB written twice), and the crop, filter and pack transforms after it copy
     them again. Here all RLEs of an image are parsed together into their foreground pixels
-    (``cellseg.chunked_masks.rle_pixels``), so loading costs what the cells cover and the
-    transforms after it work on coordinates (``cellseg.sparse_masks``). The masks are the same
+    (``cellseg.structures.rle.rle_pixels``), so loading costs what the cells cover and the
+    transforms after it work on coordinates (``cellseg.structures.sparse_masks``). The masks are the same
     pixels: ``.masks`` gives the array ``LoadAnnotations`` would.
 
     Polygons, uncompressed RLEs, or an RLE whose size is not the image's go through

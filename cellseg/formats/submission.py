@@ -10,33 +10,35 @@ The test set is described by ``test_image_name_to_ids.json``, a JSON list of
 MMDetection's ``CocoMetric(format_only=True, outfile_prefix=P)`` writes ``P.segm.json`` in exactly
 this format; ``tools/test.py`` loads it and hands it to :func:`write_submission`.
 
-This module depends only on the standard library, numpy, pycocotools, :mod:`cellseg.fileio` and
-:mod:`cellseg.chunked_masks` (numpy only), so the checker can run without MMDetection installed.
+This module depends only on the standard library, numpy, pycocotools, :mod:`cellseg.utils.fileio` and
+:mod:`cellseg.structures.rle` (numpy only), so the checker can run without MMDetection installed.
 """
 from __future__ import annotations
 
 import io
 import json
 import math
-import numbers
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from cellseg.chunked_masks import rle_string_counts
-from cellseg.fileio import atomic_write_bytes
+from cellseg.formats.hw3 import TEST_ID_MAP, ImageInfo
+from cellseg.formats.problems import is_int as _is_int
+from cellseg.formats.problems import is_real as _is_real
+from cellseg.formats.problems import raise_problems
+from cellseg.formats.problems import short_repr as _short
+from cellseg.structures.rle import rle_string_counts
+from cellseg.utils.fileio import atomic_write_bytes
 
 SUBMISSION_JSON = 'test-results.json'
 SUBMISSION_ZIP = 'submission.zip'
-ID_MAP_JSON = 'test_image_name_to_ids.json'
 NUM_CLASSES = 4
 RESULT_KEYS = ('image_id', 'category_id', 'bbox', 'score', 'segmentation')
-ID_MAP_KEYS = ('file_name', 'id', 'height', 'width')
 
 # Compressed COCO RLE (maskApi.c rleToString): each run is stored as 5-bit groups, one character
 # per group, offset by 48, so every character lies in '0'..'o'; bit 0x20 means "more groups follow".
@@ -45,109 +47,6 @@ _RLE_FIRST, _RLE_LAST = 48, 48 + 63
 
 class SubmissionError(ValueError):
     """A submission or an id map breaks the format; the message lists every problem found."""
-
-
-class ImageInfo(NamedTuple):
-    """One entry of ``test_image_name_to_ids.json``."""
-
-    file_name: str
-    id: int
-    height: int
-    width: int
-
-
-def _is_int(v: Any) -> bool:
-    # bool is an int subclass, but `true` as an id is a bug, not an id; numpy ints are Integral.
-    # The exact-type test first: the ABC check costs ~1 us, ten of them per detection.
-    return type(v) is int or (isinstance(v, numbers.Integral) and not isinstance(v, bool))
-
-
-def _is_real(v: Any) -> bool:
-    return (type(v) is float or type(v) is int
-            or (isinstance(v, numbers.Real) and not isinstance(v, bool)))
-
-
-def _short(v: Any, limit: int = 40) -> str:
-    """``repr`` cut to ``limit`` characters: messages must stay readable for huge RLEs."""
-    r = repr(v)
-    return r if len(r) <= limit else r[:limit - 3] + '...'
-
-
-def _raise_problems(what: str, problems: Sequence[str], max_problems: int) -> None:
-    if not problems:
-        return
-    n = len(problems)
-    shown = list(problems[:max(max_problems, 0)])
-    lines = [f'{what}: {n} problem{"" if n == 1 else "s"}:'] + [f'  {p}' for p in shown]
-    if n > len(shown):
-        lines.append(f'  ... and {n - len(shown)} more')
-    raise SubmissionError('\n'.join(lines))
-
-
-def load_id_map(path: str | Path) -> dict[int, ImageInfo]:
-    """Read ``test_image_name_to_ids.json`` into ``{id: ImageInfo}``.
-
-    Raises :class:`SubmissionError` (a ``ValueError``) whose message starts with the file's path:
-    unreadable or not JSON, not a non-empty list, an entry that is not an object, misses a key or
-    has a value of the wrong type, non-positive height/width, duplicate ids or file names.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding='utf-8'))
-    except OSError as e:
-        # SubmissionError rather than OSError: callers report ValueErrors as data problems.
-        raise SubmissionError(f'{path}: cannot read ({type(e).__name__}: {e})') from e
-    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
-        raise SubmissionError(f'{path}: not valid JSON ({e})') from e
-    if not isinstance(data, list):
-        raise SubmissionError(f'{path}: expected a JSON list of {{file_name, id, height, width}} '
-                              f'objects, got {type(data).__name__}')
-    if not data:
-        raise SubmissionError(f'{path}: the list is empty (no test image to submit)')
-
-    problems: list[str] = []
-    infos: dict[int, ImageInfo] = {}
-    first_of_id: dict[int, int] = {}
-    first_of_name: dict[str, int] = {}
-    for i, e in enumerate(data):
-        if not isinstance(e, dict):
-            problems.append(f'entry {i}: not an object (got {type(e).__name__})')
-            continue
-        missing = [k for k in ID_MAP_KEYS if k not in e]
-        if missing:
-            problems.append(f'entry {i}: missing key{"s" if len(missing) > 1 else ""} '
-                            + ', '.join(repr(k) for k in missing))
-            continue
-        ok = True
-        name, image_id = e['file_name'], e['id']
-        if not isinstance(name, str) or not name:
-            problems.append(f'entry {i}: file_name must be a non-empty string, got {_short(name)}')
-            ok = False
-        if not _is_int(image_id):
-            problems.append(f'entry {i}: id must be an int, got {_short(image_id)}')
-            ok = False
-        for k in ('height', 'width'):
-            if not _is_int(e[k]) or e[k] <= 0:
-                problems.append(f'entry {i}: {k} must be a positive int, got {_short(e[k])}')
-                ok = False
-        if _is_int(image_id):
-            if image_id in first_of_id:
-                problems.append(f'entry {i}: duplicate id {image_id} '
-                                f'(also entry {first_of_id[image_id]})')
-                ok = False
-            else:
-                first_of_id[int(image_id)] = i
-        if isinstance(name, str) and name:
-            if name in first_of_name:
-                problems.append(f'entry {i}: duplicate file_name {name!r} '
-                                f'(also entry {first_of_name[name]})')
-                ok = False
-            else:
-                first_of_name[name] = i
-        if ok:
-            infos[int(image_id)] = ImageInfo(name, int(image_id), int(e['height']), int(e['width']))
-    _raise_problems(str(path), problems, max_problems=20)
-    return infos
 
 
 def _rle_problem(counts: bytes, height: int, width: int) -> str | None:
@@ -285,7 +184,7 @@ def _entry_problems(entry: Any, id_map: dict[int, ImageInfo],
     if not _is_int(image_id):
         problems.append(f'image_id must be an int, got {_short(image_id)}')
     elif image_id not in id_map:
-        problems.append(f'image_id {image_id} is not in {ID_MAP_JSON}')
+        problems.append(f'image_id {image_id} is not in {TEST_ID_MAP}')
     else:
         info = id_map[image_id]
     if not _is_int(cat) or not 1 <= cat <= NUM_CLASSES:
@@ -315,7 +214,7 @@ def validate_submission(results: list[dict], id_map: dict[int, ImageInfo],
     valid = _valid_rles(results)
     problems = [f'entry {i}: {p}' for i, e in enumerate(results)
                 for p in _entry_problems(e, id_map, bool(valid[i]))]
-    _raise_problems(SUBMISSION_JSON, problems, max_problems)
+    raise_problems(SubmissionError, SUBMISSION_JSON, problems, max_problems)
 
 
 def _normalized(entry: dict) -> dict:

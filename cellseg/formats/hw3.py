@@ -20,24 +20,27 @@ Image conversion rules (the same for training, testing and prediction):
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tifffile
 from scipy import ndimage
 
-from cellseg.chunked_masks import encode_instances
-from cellseg.submission import ImageInfo, load_id_map
+from cellseg.formats.problems import is_int, raise_problems, short_repr
+from cellseg.structures.rle import encode_instances
 
 CLASS_NAMES = ('class1', 'class2', 'class3', 'class4')
 IMAGE_FILE = 'image.tif'
 TEST_DIR = 'test_release'
 TEST_ID_MAP = 'test_image_name_to_ids.json'
 TIFF_SUFFIXES = ('.tif', '.tiff')
+ID_MAP_KEYS = ('file_name', 'id', 'height', 'width')
 _CLASS_FILE = re.compile(r'^class(\d+)\.tiff?$', re.IGNORECASE)
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,81 @@ class TrainSample:
     name: str
     image_path: Path
     class_paths: dict[int, Path] = field(default_factory=dict)
+
+
+class ImageInfo(NamedTuple):
+    """One entry of ``test_image_name_to_ids.json``."""
+
+    file_name: str
+    id: int
+    height: int
+    width: int
+
+
+def load_id_map(path: str | Path) -> dict[int, ImageInfo]:
+    """Read ``test_image_name_to_ids.json`` into ``{id: ImageInfo}``.
+
+    Raises :class:`HW3FormatError` (a ``ValueError``) whose message starts with the file's path:
+    unreadable or not JSON, not a non-empty list, an entry that is not an object, misses a key or
+    has a value of the wrong type, non-positive height/width, duplicate ids or file names.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding='utf-8'))
+    except OSError as e:
+        # HW3FormatError rather than OSError: callers report ValueErrors as data problems.
+        raise HW3FormatError(f'{path}: cannot read ({type(e).__name__}: {e})') from e
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise HW3FormatError(f'{path}: not valid JSON ({e})') from e
+    if not isinstance(data, list):
+        raise HW3FormatError(f'{path}: expected a JSON list of {{file_name, id, height, width}} '
+                              f'objects, got {type(data).__name__}')
+    if not data:
+        raise HW3FormatError(f'{path}: the list is empty (no test image to submit)')
+
+    problems: list[str] = []
+    infos: dict[int, ImageInfo] = {}
+    first_of_id: dict[int, int] = {}
+    first_of_name: dict[str, int] = {}
+    for i, e in enumerate(data):
+        if not isinstance(e, dict):
+            problems.append(f'entry {i}: not an object (got {type(e).__name__})')
+            continue
+        missing = [k for k in ID_MAP_KEYS if k not in e]
+        if missing:
+            problems.append(f'entry {i}: missing key{"s" if len(missing) > 1 else ""} '
+                            + ', '.join(repr(k) for k in missing))
+            continue
+        ok = True
+        name, image_id = e['file_name'], e['id']
+        if not isinstance(name, str) or not name:
+            problems.append(f'entry {i}: file_name must be a non-empty string, got {short_repr(name)}')
+            ok = False
+        if not is_int(image_id):
+            problems.append(f'entry {i}: id must be an int, got {short_repr(image_id)}')
+            ok = False
+        for k in ('height', 'width'):
+            if not is_int(e[k]) or e[k] <= 0:
+                problems.append(f'entry {i}: {k} must be a positive int, got {short_repr(e[k])}')
+                ok = False
+        if is_int(image_id):
+            if image_id in first_of_id:
+                problems.append(f'entry {i}: duplicate id {image_id} '
+                                f'(also entry {first_of_id[image_id]})')
+                ok = False
+            else:
+                first_of_id[int(image_id)] = i
+        if isinstance(name, str) and name:
+            if name in first_of_name:
+                problems.append(f'entry {i}: duplicate file_name {name!r} '
+                                f'(also entry {first_of_name[name]})')
+                ok = False
+            else:
+                first_of_name[name] = i
+        if ok:
+            infos[int(image_id)] = ImageInfo(name, int(image_id), int(e['height']), int(e['width']))
+    raise_problems(HW3FormatError, str(path), problems, max_problems=20)
+    return infos
 
 
 def _read_tiff(path: Path) -> np.ndarray:
@@ -217,7 +295,7 @@ def encode_instance_map(labels: np.ndarray) -> list[dict]:
     """RLE-encode every instance of one id map: ``[{'id', 'segmentation', 'bbox', 'area'}]``.
 
     All instances come from one column-major pass over the map's runs
-    (``cellseg.chunked_masks.encode_instances``), not one full-image encode each; the output
+    (``cellseg.structures.rle.encode_instances``), not one full-image encode each; the output
     equals pycocotools' encode of each full mask (tests/test_speed_equivalences.py).
     """
     return encode_instances(labels)

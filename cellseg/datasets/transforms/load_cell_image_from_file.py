@@ -7,14 +7,14 @@ import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmdet.registry import TRANSFORMS
 
-from cellseg.hw3 import TIFF_SUFFIXES, read_image
+from cellseg.formats.hw3 import TIFF_SUFFIXES, read_image
 
 
 @TRANSFORMS.register_module()
 class LoadCellImageFromFile(LoadImageFromFile):
     """``LoadImageFromFile`` that also reads HW3 TIFFs: RGBA, RGB or grey, uint8 or uint16.
 
-    TIFFs go through ``cellseg.hw3.read_image`` (alpha dropped, grey replicated, 16-bit rescaled
+    TIFFs go through ``cellseg.formats.hw3.read_image`` (alpha dropped, grey replicated, 16-bit rescaled
     per image) and come out as HxWx3 uint8 BGR, which mmdet's pipeline expects. Other formats
     (PNG, JPEG) use the parent's decoder with ``color_type='color'``, which also yields 3-channel
     BGR.

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
-from cellseg.hw3 import CLASS_NAMES, TEST_DIR, TEST_ID_MAP
+from cellseg.formats.hw3 import CLASS_NAMES, TEST_DIR, TEST_ID_MAP
 
 _LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 _EVALUATORS = ('val_evaluator', 'test_evaluator')
@@ -227,3 +227,19 @@ def use_test_ground_truth(cfg: Config, gt_path: str) -> None:
     evaluator = cfg.test_evaluator
     for ev in evaluator if isinstance(evaluator, list) else [evaluator]:
         ev.ann_file = gt_path
+
+
+def use_tta(cfg: Config) -> None:
+    """Switch a config's test loop to its test-time augmentation (``tools/test.py --tta``).
+
+    As mmdet's ``tools/test.py --tta``: the model becomes ``tta_model`` wrapping the config's
+    model, and every test dataset reads images through ``tta_pipeline``. A config without them
+    is an error naming the config.
+    """
+    missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
+    if missing:
+        raise ValueError(f'{cfg.filename}: --tta needs {" and ".join(missing)} in the config '
+                         '(e.g. configs/cell_r50_dense_tta.py)')
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    for ds in leaf_datasets(cfg.test_dataloader):
+        ds.pipeline = cfg.tta_pipeline

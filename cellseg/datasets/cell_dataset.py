@@ -2,7 +2,8 @@
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
-from cellseg.hw3 import CLASS_NAMES
+from cellseg.formats.hw3 import CLASS_NAMES
+from cellseg.visualization.visualize import CLASS_PALETTE
 
 
 @DATASETS.register_module()
@@ -15,5 +16,4 @@ class CellDataset(CocoDataset):
 
     METAINFO = dict(
         classes=CLASS_NAMES,
-        # distinct on H&E pink/purple and on fluorescence black backgrounds
-        palette=[(255, 221, 0), (0, 200, 255), (255, 64, 160), (80, 255, 80)])
+        palette=list(CLASS_PALETTE))

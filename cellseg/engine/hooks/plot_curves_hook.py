@@ -7,14 +7,14 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from cellseg.reports import LEADERBOARD_KEY, read_scalars
-from cellseg.visualize import plot_training_curves, save_figure
+from cellseg.utils.scalars import LEADERBOARD_KEY, read_scalars
+from cellseg.visualization.visualize import plot_training_curves, save_figure
 
 
 @HOOKS.register_module()
 class PlotCurvesHook(Hook):
     """Write ``WORK_DIR/<filename>`` (losses, learning rate, validation ``metric`` per epoch; see
-    ``cellseg.visualize.plot_training_curves``) in ``after_run``, from the scalars mmengine
+    ``cellseg.visualization.visualize.plot_training_curves``) in ``after_run``, from the scalars mmengine
     logged under ``WORK_DIR/*/vis_data/scalars.json``. ``tools/plot_curves.py`` draws the same
     picture of any work dir, during or after a run.
     """

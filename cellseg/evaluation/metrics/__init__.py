@@ -1,0 +1,3 @@
+from cellseg.evaluation.metrics.cell_coco_metric import CellCocoMetric
+
+__all__ = ['CellCocoMetric']

@@ -1,0 +1,248 @@
+"""Instance masks as crops: the pixels of each mask's bounding rectangle and its position.
+
+Large images hold thousands of cells, and a full-image array per detection (what mmdet's mask
+head and ``encode_mask_results`` build) grows with the image. A ``MaskCrop`` grows with the cell:
+tiled inference, mask TTA, label images and reports hold masks this way and convert to COCO RLEs
+(``cellseg.structures.rle``, the one codec) or to mmdet's tensors only at their edges.
+``Detections`` holds one image's boxes, scores, labels and crops.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_utils
+import torch
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from cellseg.structures.rle import encode_windows, rle_pixels
+
+
+@dataclass(frozen=True)
+class MaskCrop:
+    """One instance mask as the bool pixels of a rectangle and the rectangle's top-left corner in
+    image coordinates. An empty mask has a 0x0 ``pixels`` array."""
+
+    pixels: np.ndarray
+    y0: int
+    x0: int
+
+    @property
+    def y1(self) -> int:
+        return self.y0 + self.pixels.shape[0]
+
+    @property
+    def x1(self) -> int:
+        return self.x0 + self.pixels.shape[1]
+
+    def shifted(self, dy: int, dx: int) -> MaskCrop:
+        return MaskCrop(self.pixels, self.y0 + dy, self.x0 + dx)
+
+
+EMPTY_CROP = MaskCrop(np.zeros((0, 0), bool), 0, 0)
+
+
+def trim(pixels: np.ndarray, y0: int = 0, x0: int = 0) -> MaskCrop:
+    """The crop of the non-zero extent of ``pixels`` (which start at ``y0, x0``)."""
+    rows = np.flatnonzero(pixels.any(axis=1))
+    if rows.size == 0:
+        return EMPTY_CROP
+    cols = np.flatnonzero(pixels.any(axis=0))
+    return MaskCrop(np.ascontiguousarray(pixels[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1],
+                                         dtype=bool), y0 + int(rows[0]), x0 + int(cols[0]))
+
+
+def crops_from_tensor(masks: Tensor) -> list[MaskCrop]:
+    """Crops of an (N, H, W) bool mask tensor (as mmdet's mask head returns), cut on its device so
+    only the crops travel to the CPU."""
+    if masks.dtype != torch.bool:
+        raise TypeError(f'expected bool masks (mask_thr_binary >= 0), got {masks.dtype}')
+    if len(masks) == 0:
+        return []
+    rows, cols = masks.any(dim=2), masks.any(dim=1)
+    h, w = masks.shape[1:]
+    y0 = rows.float().argmax(dim=1).tolist()
+    y1 = (h - rows.flip(1).float().argmax(dim=1)).tolist()
+    x0 = cols.float().argmax(dim=1).tolist()
+    x1 = (w - cols.flip(1).float().argmax(dim=1)).tolist()
+    nonempty = rows.any(dim=1).tolist()
+    return [MaskCrop(masks[i, y0[i]:y1[i], x0[i]:x1[i]].cpu().numpy(), y0[i], x0[i])
+            if nonempty[i] else EMPTY_CROP for i in range(len(masks))]
+
+
+def crop_from_rle(rle: dict) -> MaskCrop:
+    """The crop of a COCO RLE (compressed, or uncompressed ``counts`` as a list), decoded from
+    its runs without a full-image array."""
+    h, w = (int(v) for v in rle['size'])
+    if isinstance(rle['counts'], list):
+        rle = mask_utils.frPyObjects(rle, h, w)
+    _, ys, xs = rle_pixels([rle])
+    if ys.size == 0:
+        return EMPTY_CROP
+    y0, x0 = int(ys.min()), int(xs.min())
+    pixels = np.zeros((int(ys.max()) + 1 - y0, int(xs.max()) + 1 - x0), bool)
+    pixels[ys - y0, xs - x0] = True
+    return MaskCrop(pixels, y0, x0)
+
+
+def crops_from_masks(masks: Tensor | Sequence[dict]) -> list[MaskCrop]:
+    """Crops of predicted masks given as mmdet's tensor or as a list of COCO RLEs."""
+    if isinstance(masks, Tensor):
+        return crops_from_tensor(masks)
+    return [crop_from_rle(rle) for rle in masks]
+
+
+def crop_to_rle(crop: MaskCrop, height: int, width: int) -> dict:
+    """A compressed COCO RLE of ``crop`` in a ``height`` x ``width`` image (no full-image
+    array)."""
+    return crops_to_rles([crop], height, width)[0]
+
+
+def crops_to_rles(crops: Sequence[MaskCrop], height: int, width: int) -> list[dict]:
+    """Compressed COCO RLEs of crops in a ``height`` x ``width`` image, crops of one shape
+    encoded together."""
+    out: list[dict | None] = [None] * len(crops)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, c in enumerate(crops):
+        by_shape.setdefault(c.pixels.shape, []).append(i)
+    for shape, index in by_shape.items():
+        if 0 in shape:  # an empty crop: a window of one background pixel
+            rles = encode_windows(np.zeros((len(index), 1, 1), bool), np.zeros(len(index)),
+                                  np.zeros(len(index)), height, width)
+        else:
+            rles = encode_windows(np.stack([crops[i].pixels for i in index]),
+                                  np.array([crops[i].y0 for i in index]),
+                                  np.array([crops[i].x0 for i in index]), height, width)
+        for i, rle in zip(index, rles):
+            out[i] = rle
+    return out
+
+
+def crops_to_tensor(crops: Sequence[MaskCrop], height: int, width: int,
+                    device: torch.device | str = 'cpu') -> Tensor:
+    """An (N, H, W) bool tensor of the crops, as mmdet's mask head returns."""
+    out = torch.zeros((len(crops), height, width), dtype=torch.bool)
+    for i, c in enumerate(crops):
+        if c.pixels.size:
+            out[i, c.y0:c.y1, c.x0:c.x1] = torch.from_numpy(c.pixels)
+    return out.to(device)
+
+
+def intersection(a: MaskCrop, b: MaskCrop) -> int:
+    """Pixels in both masks."""
+    y0, y1 = max(a.y0, b.y0), min(a.y1, b.y1)
+    x0, x1 = max(a.x0, b.x0), min(a.x1, b.x1)
+    if y0 >= y1 or x0 >= x1:
+        return 0
+    pa = a.pixels[y0 - a.y0:y1 - a.y0, x0 - a.x0:x1 - a.x0]
+    pb = b.pixels[y0 - b.y0:y1 - b.y0, x0 - b.x0:x1 - b.x0]
+    return int(np.count_nonzero(pa & pb))
+
+
+def areas(crops: Sequence[MaskCrop]) -> np.ndarray:
+    return np.array([np.count_nonzero(c.pixels) for c in crops], np.int64)
+
+
+def flip_crop(crop: MaskCrop, height: int, width: int, direction: str) -> MaskCrop:
+    """``crop`` in the image flipped ``horizontal``ly, ``vertical``ly or both (``diagonal``), as
+    mmdet's ``RandomFlip`` flips images."""
+    if not crop.pixels.size:
+        return crop
+    y0, x0, pixels = crop.y0, crop.x0, crop.pixels
+    if direction in ('horizontal', 'diagonal'):
+        pixels, x0 = pixels[:, ::-1], width - crop.x1
+    if direction in ('vertical', 'diagonal'):
+        pixels, y0 = pixels[::-1], height - crop.y1
+    if direction not in ('horizontal', 'vertical', 'diagonal'):
+        raise ValueError(f'unknown flip direction {direction!r}')
+    return MaskCrop(pixels.copy(), y0, x0)
+
+
+
+@dataclass
+class Detections:
+    """Detections of one image (or tile) with masks as crops, in image coordinates."""
+
+    bboxes: np.ndarray  # (N, 4) float32 x1 y1 x2 y2
+    scores: np.ndarray  # (N,) float32
+    labels: np.ndarray  # (N,) int64
+    crops: list[MaskCrop]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def select(self, index: np.ndarray | Sequence[int]) -> Detections:
+        index = np.asarray(index, np.int64)
+        return Detections(self.bboxes[index], self.scores[index], self.labels[index],
+                          [self.crops[i] for i in index])
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                   np.zeros(0, np.int64), [])
+
+    @classmethod
+    def concat(cls, parts: Sequence[Detections]) -> Detections:
+        parts = [cls.empty(), *parts]
+        return cls(np.concatenate([p.bboxes for p in parts]).reshape(-1, 4).astype(np.float32),
+                   np.concatenate([p.scores for p in parts]).astype(np.float32),
+                   np.concatenate([p.labels for p in parts]).astype(np.int64),
+                   [c for p in parts for c in p.crops])
+
+    @classmethod
+    def from_instances(cls, instances: InstanceData, dy: int = 0, dx: int = 0) -> Detections:
+        """From mmdet's ``pred_instances`` (masks as tensor or RLEs), shifted by ``dy, dx``."""
+        bboxes = instances.bboxes.detach().cpu().numpy().astype(np.float32).reshape(-1, 4)
+        crops = crops_from_masks(instances.masks)
+        return cls(bboxes + np.array([dx, dy, dx, dy], np.float32),
+                   instances.scores.detach().cpu().numpy().astype(np.float32),
+                   instances.labels.detach().cpu().numpy().astype(np.int64),
+                   [c.shifted(dy, dx) if c.pixels.size else c for c in crops])
+
+    def to_instances(self, height: int, width: int, masks: str = 'rle',
+                     device: torch.device | str = 'cpu') -> InstanceData:
+        """mmdet's ``pred_instances``, masks as COCO RLEs (``'rle'``) or a bool tensor."""
+        out = InstanceData()
+        out.bboxes = torch.from_numpy(self.bboxes.reshape(-1, 4)).to(device)
+        out.scores = torch.from_numpy(self.scores).to(device)
+        out.labels = torch.from_numpy(self.labels).to(device)
+        out.masks = (crops_to_rles(self.crops, height, width) if masks == 'rle'
+                     else crops_to_tensor(self.crops, height, width, device))
+        return out
+
+    def extents(self) -> np.ndarray:
+        """(N, 4) y0 x0 y1 x1 covering each mask and its box, integer pixels."""
+        b = self.bboxes
+        ext = np.stack([np.floor(b[:, 1]), np.floor(b[:, 0]), np.ceil(b[:, 3]),
+                        np.ceil(b[:, 2])], axis=1).astype(np.int64).reshape(-1, 4)
+        for i, c in enumerate(self.crops):
+            if c.pixels.size:
+                ext[i] = (min(ext[i, 0], c.y0), min(ext[i, 1], c.x0), max(ext[i, 2], c.y1),
+                          max(ext[i, 3], c.x1))
+        return ext
+
+
+
+def rescale_detections(dets: Detections, scale_factor: tuple[float, float], height: int,
+                       width: int) -> Detections:
+    """Detections of a resized image mapped back to its ``height`` x ``width`` original;
+    ``scale_factor`` is mmdet's ``(w_scale, h_scale)``."""
+    sx, sy = (float(s) for s in scale_factor)
+    if sx == 1.0 and sy == 1.0:
+        return dets
+    bboxes = dets.bboxes / np.array([sx, sy, sx, sy], np.float32)
+    crops = []
+    for c in dets.crops:
+        if not c.pixels.size:
+            crops.append(c)
+            continue
+        y0, x0 = math.floor(c.y0 / sy), math.floor(c.x0 / sx)
+        y1, x1 = min(math.ceil(c.y1 / sy), height), min(math.ceil(c.x1 / sx), width)
+        pixels = cv2.resize(c.pixels.astype(np.uint8), (max(x1 - x0, 1), max(y1 - y0, 1)),
+                            interpolation=cv2.INTER_NEAREST).astype(bool)
+        crops.append(trim(pixels, y0, x0))
+    return Detections(bboxes, dets.scores, dets.labels, crops)

@@ -1,0 +1,1 @@
+"""Generated data for the demo, the tests and the benchmarks."""

@@ -1,0 +1,1 @@
+"""Pictures: instance overlays, legends, PR curves, confusion matrices, training curves."""
