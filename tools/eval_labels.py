@@ -1,0 +1,79 @@
+"""Nuclei metrics (PQ, DQ, SQ, AJI, Dice, mPQ, detection F1) of label TIFF folders.
+
+    python tools/eval_labels.py GT_DIR PRED_DIR [--gt-classes DIR [--pred-classes DIR]]
+        [--classes 1 2 3 4] [--radius 12] [--per-image] [--out FILE.json]
+
+PRED_DIR may be a predict output folder (<stem>_labels.tif, <stem>_classes.tif); the pairing
+rules are in cellseg/evaluation/label_folders.py, the metrics in nuclei_metrics.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cellseg.evaluation.label_folders import evaluate_label_folders  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('gt_dir', help='ground-truth instance label TIFFs')
+    parser.add_argument('pred_dir', help='predicted instance label TIFFs')
+    parser.add_argument('--gt-classes', help='ground-truth class maps (enables class metrics)')
+    parser.add_argument('--pred-classes', help='predicted class maps (default: PRED_DIR)')
+    parser.add_argument('--classes', type=int, nargs='+', help='class ids to report')
+    parser.add_argument('--radius', type=float, default=12.0,
+                        help='centroid pairing radius of the detection F1, px (default 12)')
+    parser.add_argument('--per-image', action='store_true', help='print per-image rows too')
+    parser.add_argument('--out', help='write summary and per-image rows to this JSON file')
+    return parser.parse_args(argv)
+
+
+def _json_safe(obj):
+    """NaN (an undefined class score) becomes null: JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return None if isinstance(obj, float) and math.isnan(obj) else obj
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Temporary file in the same folder, then os.replace: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(_json_safe(obj), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = evaluate_label_folders(args.gt_dir, args.pred_dir, args.gt_classes,
+                                        args.pred_classes, args.classes, radius=args.radius)
+    except (ValueError, FileNotFoundError) as exc:  # bad inputs: the message names the file
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    for row in result['images'] if args.per_image else []:
+        print(row['image'], *(f'{k}={row[k]:.4f}' for k in ('pq', 'dq', 'sq', 'aji', 'dice')))
+    for key, value in result['summary'].items():
+        print(f'{key:<16} {value:>8.4f}' if isinstance(value, float) else f'{key:<16} {value:>8}')
+    if args.out:
+        write_json_atomic(Path(args.out).resolve(), result)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
