@@ -4,49 +4,275 @@
 # Order matters: mmdet 3.3.0 needs mmcv < 2.2, and PyPI has no mmcv 2.1.0 wheel for current
 # torch, so mmcv is compiled from source against the torch already in the venv
 # (MMCV_WITH_OPS=1 for the compiled ops Mask R-CNN uses, --no-build-isolation so the build sees
-# that torch, setuptools < 81 which mmcv's setup.py still works with). That build takes ~22
-# minutes on 2 cores. When ../shared/wheels holds a wheel of exactly that build (CI), pip takes it
-# through PIP_FIND_LINKS instead.
+# that torch, and the setuptools of requirements.txt, which mmcv's setup.py still works with).
+# That build takes ~22 minutes on 2 cores. When ../shared/wheels holds a wheel of exactly that
+# build (CI), pip takes it through PIP_FIND_LINKS instead.
 #
 # A machine whose python3 already has torch (e.g. a CUDA build) keeps it: the venv sees the
-# system packages and mmcv is compiled against that torch.
+# system packages and mmcv is compiled against that torch. A CUDA torch gets mmcv's CUDA ops
+# (FORCE_CUDA=1) for the GPUs in TORCH_CUDA_ARCH_LIST, else for the visible ones; a missing or
+# mismatched nvcc stops the script before the hour-long build, not at the first RoIAlign on a
+# GPU (docs/gpu.md).
+#
+# SETUP_DRY_RUN=1 (or --check-only) prints those decisions, the mmcv install command and its
+# environment, then exits before creating or installing anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 STAMP="$VENV/.cellseg-installed"
-if [ -f "$STAMP" ] && [ "$STAMP" -nt requirements.txt ] && [ "$STAMP" -nt scripts/setup.sh ]; then
+SHARED_WHEELS=$(cd .. && pwd)/shared/wheels
+MMCV_REQ=$(grep '^mmcv==' requirements.txt)
+DRY_RUN=${SETUP_DRY_RUN:-0}
+case "${1:-}" in
+  --check-only) DRY_RUN=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--check-only]" >&2; exit 2 ;;
+esac
+
+die() { echo "setup: error: $*" >&2; exit 1; }
+
+# One python call for everything the mmcv build depends on: torch's version, the CUDA it was
+# built with ("none" for a CPU build) and the compute capabilities of the visible GPUs.
+probe_torch() {
+  "$1" - <<'EOF'
+import torch
+
+caps = set()
+if torch.version.cuda:
+    caps = {'%d.%d' % torch.cuda.get_device_capability(i)
+            for i in range(torch.cuda.device_count())}
+caps = sorted(caps, key=lambda c: tuple(map(int, c.split('.'))))
+print(torch.__version__, torch.version.cuda or 'none', ';'.join(caps) or 'none')
+EOF
+}
+
+# Sets NVCC to the nvcc the build will compile with. torch's build takes $CUDA_HOME/bin/nvcc
+# when CUDA_HOME is set, whatever PATH says, so that is the one to check then.
+find_nvcc() {
+  local wanted="install the CUDA $TORCH_CUDA toolkit (torch $TORCH was built with it)"
+  if [ -n "${CUDA_HOME:-}" ]; then
+    NVCC=$CUDA_HOME/bin/nvcc
+    [ -x "$NVCC" ] || die "CUDA_HOME=$CUDA_HOME has no bin/nvcc, so mmcv's CUDA ops cannot be" \
+      "compiled: point CUDA_HOME at a CUDA $TORCH_CUDA toolkit, or unset it to use the nvcc on PATH"
+  elif ! NVCC=$(command -v nvcc); then
+    local hint=""
+    [ -x /usr/local/cuda/bin/nvcc ] &&
+      hint=" (to use /usr/local/cuda/bin/nvcc: export CUDA_HOME=/usr/local/cuda)"
+    die "no nvcc on PATH and CUDA_HOME is not set, so mmcv's CUDA ops cannot be compiled$hint:" \
+      "$wanted and put its bin/ on PATH or set CUDA_HOME to it"
+  fi
+}
+
+# "12.4" from nvcc's "Cuda compilation tools, release 12.4, V12.4.131"; empty when absent.
+nvcc_release() {
+  { "$1" --version 2>/dev/null || true; } |
+    sed -n 's/.*release \([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p' | head -n 1
+}
+
+has_cuda_headers() {
+  compgen -G "$1/include/cuda_runtime.h" || compgen -G "$1/targets/*/include/cuda_runtime.h"
+} >/dev/null
+
+# The toolkit root for CUDA_HOME: the folder above nvcc's bin/, which must hold the CUDA headers.
+# For a wrapper such as /usr/local/bin/nvcc running /usr/local/cuda-13.0/bin/nvcc, that folder
+# (which is also torch's build's guess) has none; nvcc's dry run names the folder it lives in.
+cuda_root_of() {
+  local root dry here
+  root=$(cd "$(dirname "$(readlink -f "$1")")/.." && pwd)
+  if ! has_cuda_headers "$root"; then
+    dry=$("$1" --dryrun -x cu -c /dev/null -o /dev/null 2>&1 || true)
+    here=$(sed -n 's/^#\$ _HERE_=//p' <<<"$dry" | head -n 1)
+    if [ -z "$here" ] || ! has_cuda_headers "$here/.."; then
+      die "$1 has no CUDA headers next to it (no $root/include/cuda_runtime.h) and its dry" \
+        "run names no other toolkit${dry:+ (it says: ${dry//$'\n'/ })}: set CUDA_HOME to the" \
+        "CUDA toolkit it belongs to"
+    fi
+    root=$(cd "$here/.." && pwd)
+  fi
+  echo "$root"
+}
+
+# An arch this nvcc cannot compile for (nvcc 13 dropped everything before 7.5) would only fail
+# deep into the build; an nvcc without --list-gpu-arch leaves that to the build.
+check_arch_supported() {
+  local supported arch compute
+  supported=$({ "$NVCC" --list-gpu-arch 2>/dev/null || true; } | tr '\n' ' ')
+  supported=" ${supported%% } "
+  [ "$supported" != "  " ] || return 0
+  for arch in ${1//;/ }; do
+    case $arch in [0-9]*.[0-9]*) ;; *) continue ;; esac  # named archs ("Hopper"): torch's to map
+    compute=${arch%+PTX}           # "9.0a+PTX" -> compute_90
+    compute=compute_${compute//./}
+    case $supported in
+      *" ${compute%[af]} "*) ;;
+      *) die "GPU arch $arch (of \"$1\") is not one $NVCC (CUDA $NVCC_CUDA) can compile for;" \
+        "it supports${supported% }: set TORCH_CUDA_ARCH_LIST to those of yours it supports, or" \
+        "use a CUDA toolkit and a torch built for it that still support $arch" ;;
+    esac
+  done
+}
+
+# How mmcv is installed for the torch of python $1: sets TORCH, TORCH_CUDA, GPU_CAPS, MMCV_ENV
+# (the build's environment) and MMCV_PIP_ARGS (and for CUDA: NVCC, NVCC_CUDA, ARCH_LIST), or
+# stops naming what is missing.
+decide_mmcv() {
+  local probe
+  probe=$(probe_torch "$1") || die "$1 cannot report its torch (see the error above)"
+  read -r TORCH TORCH_CUDA GPU_CAPS <<<"${probe##*$'\n'}"  # last line: a site hook may print
+  MMCV_ENV=(MMCV_WITH_OPS=1 "MAX_JOBS=${MAX_JOBS:-$(nproc)}")
+  MMCV_PIP_ARGS=(--no-build-isolation)
+  if [ "$TORCH_CUDA" = none ]; then
+    decide_mmcv_cpu
+  else
+    decide_mmcv_cuda
+  fi
+}
+
+decide_mmcv_cpu() {
+  if [ "$TORCH" = "2.13.0+cpu" ] && [ -d "$SHARED_WHEELS" ]; then
+    # the cached wheel was built against exactly this torch; never use it for another one
+    export PIP_FIND_LINKS="$SHARED_WHEELS${PIP_FIND_LINKS:+ $PIP_FIND_LINKS}"
+    echo "setup: mmcv from the build cache in $SHARED_WHEELS if it matches"
+  else
+    echo "setup: building mmcv 2.1.0 with ops against torch $TORCH (about 22 minutes on 2 cores)"
+  fi
+}
+
+decide_mmcv_cuda() {
+  find_nvcc
+  NVCC_CUDA=$(nvcc_release "$NVCC")
+  [ -n "$NVCC_CUDA" ] || die "$NVCC --version names no CUDA release" \
+    "(expected a line like 'Cuda compilation tools, release 12.4, V12.4.131')"
+  # torch's extension build refuses an nvcc of another major CUDA version; a minor difference
+  # within one major version builds and runs
+  if [ "${NVCC_CUDA%%.*}" != "${TORCH_CUDA%%.*}" ]; then
+    die "nvcc $NVCC is CUDA $NVCC_CUDA but torch $TORCH was built with CUDA $TORCH_CUDA;" \
+      "mmcv's CUDA ops need an nvcc of the same major version: install the CUDA $TORCH_CUDA" \
+      "toolkit and put its bin/ first on PATH (or set CUDA_HOME to it), or use a torch built" \
+      "for CUDA $NVCC_CUDA"
+  fi
+  if [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    ARCH_LIST=$TORCH_CUDA_ARCH_LIST
+  elif [ "$GPU_CAPS" != none ]; then
+    ARCH_LIST=$GPU_CAPS
+  else
+    die "torch $TORCH has CUDA $TORCH_CUDA but no GPU is visible, so which GPUs to compile" \
+      "mmcv's CUDA ops for is unknown: set TORCH_CUDA_ARCH_LIST to their compute capabilities," \
+      "e.g. TORCH_CUDA_ARCH_LIST=\"9.0\" bash scripts/setup.sh for H100/H200" \
+      "(A100: 8.0, A10/RTX 30xx: 8.6, L4/L40/RTX 40xx: 8.9; several: \"8.0;9.0\")"
+  fi
+  check_arch_supported "$ARCH_LIST"
+  # named explicitly, so that the build compiles with the nvcc checked here
+  local cuda_home=${CUDA_HOME:-}
+  if [ -z "$cuda_home" ]; then
+    cuda_home=$(cuda_root_of "$NVCC")
+  fi
+  MMCV_ENV+=(FORCE_CUDA=1 "TORCH_CUDA_ARCH_LIST=$ARCH_LIST" "CUDA_HOME=$cuda_home")
+  # pip must compile this one: a wheel it cached from an earlier CPU build, or one in a
+  # find-links folder (../shared/wheels, the machine's pip config), has no CUDA ops
+  MMCV_PIP_ARGS+=(--no-cache-dir --no-binary mmcv)
+  # ...and a CPU-only mmcv already in the venv satisfies "mmcv==2.1.0", so pip would keep it
+  if [ "$("$VENV/bin/python" -c 'from mmcv.ops import get_compiling_cuda_version as v; print(v())' \
+    2>/dev/null)" = "not available" ]; then
+    MMCV_PIP_ARGS+=(--force-reinstall --no-deps)
+    echo "setup: the mmcv in $VENV has no CUDA ops; it is rebuilt"
+  fi
+  echo "setup: building mmcv 2.1.0 with CUDA ops for GPU arch $ARCH_LIST against torch $TORCH" \
+    "(CUDA $TORCH_CUDA) with $NVCC (CUDA $NVCC_CUDA): expect about an hour or more on 2 cores," \
+    "much less on a many-core machine"
+}
+
+print_mmcv_plan() {
+  local var
+  for var in "${MMCV_ENV[@]}" ${PIP_FIND_LINKS:+"PIP_FIND_LINKS=$PIP_FIND_LINKS"}; do
+    echo "setup: mmcv env: $var"
+  done
+  echo "setup: mmcv install: $VENV/bin/python -m pip install ${MMCV_PIP_ARGS[*]} $MMCV_REQ"
+}
+
+# RoIAlign and nms on small tensors on the GPU: the compiled CUDA ops every Mask R-CNN step uses.
+# A failure here (an arch list without this GPU, a driver older than torch's CUDA) would
+# otherwise surface at the first training step.
+check_gpu_ops() {
+  if ! "$VENV/bin/python" - <<'EOF'
+import torch
+from mmcv.ops import RoIAlign, nms
+
+feat = torch.rand(1, 1, 8, 8, device='cuda')
+rois = torch.tensor([[0, 0, 0, 4, 4]], dtype=torch.float32, device='cuda')
+assert RoIAlign((2, 2), 1.0, 0)(feat, rois).shape == (1, 1, 2, 2)
+boxes = torch.tensor([[0, 0, 4, 4], [0, 0, 4, 4.2]], device='cuda')
+assert nms(boxes, torch.tensor([0.9, 0.8], device='cuda'), 0.5)[1].tolist() == [0]
+print('setup: mmcv RoIAlign and nms run on', torch.cuda.get_device_name(0))
+EOF
+  then
+    die "mmcv's CUDA ops fail on the GPU (error above). Check that the build's" \
+      "TORCH_CUDA_ARCH_LIST=$ARCH_LIST covers the GPU's capability ($GPU_CAPS) and that the" \
+      "driver supports CUDA $TORCH_CUDA (nvidia-smi), then rebuild:" \
+      "$VENV/bin/python -m pip uninstall -y mmcv && bash scripts/setup.sh (docs/gpu.md)"
+  fi
+}
+
+if [ "$DRY_RUN" != 1 ] && [ -f "$STAMP" ] && [ "$STAMP" -nt requirements.txt ] \
+  && [ "$STAMP" -nt scripts/setup.sh ]; then
   exit 0
 fi
 
+TORCH_PY=""
 if "$PY" -c 'import torch' 2>/dev/null; then
   echo "setup: using the torch of $PY ($("$PY" -c 'import torch; print(torch.__version__)'))"
-  "$PY" -m venv --system-site-packages "$VENV"
   KEEP_TORCH=1
+  TORCH_PY=$PY
+else
+  KEEP_TORCH=0
+  if [ "$DRY_RUN" = 1 ] && "$VENV/bin/python" -c 'import torch' 2>/dev/null; then
+    TORCH_PY=$VENV/bin/python  # a re-run builds against the torch the venv already has
+  fi
+fi
+if [ -n "$TORCH_PY" ]; then
+  # decided before the venv and the installs, so that a missing nvcc stops the script at once
+  decide_mmcv "$TORCH_PY"
+fi
+
+if [ "$DRY_RUN" = 1 ]; then
+  if [ -n "$TORCH_PY" ]; then
+    print_mmcv_plan
+  else
+    echo "setup: would install $(grep '^torch==' requirements.txt) into $VENV, then decide" \
+      "the mmcv build from that torch"
+  fi
+  exit 0
+fi
+
+if [ "$KEEP_TORCH" = 1 ]; then
+  "$PY" -m venv --system-site-packages "$VENV"
+  # a venv made earlier with its own (CPU) torch hides python3's: mmcv would be built for that one
+  VENV_TORCH=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
+  if [ "$VENV_TORCH" != "$TORCH" ]; then
+    die "$VENV has its own torch $VENV_TORCH, which hides torch $TORCH of $PY: remove it" \
+      "(rm -rf $VENV) and run this again"
+  fi
 else
   "$PY" -m venv "$VENV"
-  KEEP_TORCH=0
 fi
 pip() { "$VENV/bin/python" -m pip "$@"; }
 pip install -q --upgrade pip
-pip install -q "setuptools>=77,<81" wheel ninja
+pip install -q "$(grep '^setuptools==' requirements.txt)" wheel ninja
 if [ "$KEEP_TORCH" = 0 ]; then
   pip install -q "$(grep '^torch==' requirements.txt)"
+  decide_mmcv "$VENV/bin/python"
 fi
 
-TORCH=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
-SHARED_WHEELS=$(cd .. && pwd)/shared/wheels
-if [ "$TORCH" = "2.13.0+cpu" ] && [ -d "$SHARED_WHEELS" ]; then
-  # the cached wheel was built against exactly this torch; never use it for another one
-  export PIP_FIND_LINKS="$SHARED_WHEELS${PIP_FIND_LINKS:+ $PIP_FIND_LINKS}"
-  echo "setup: mmcv from the build cache in $SHARED_WHEELS if it matches"
-else
-  echo "setup: building mmcv 2.1.0 with ops against torch $TORCH (about 22 minutes on 2 cores)"
-fi
-MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} pip install --no-build-isolation \
-  "$(grep '^mmcv==' requirements.txt)"
-grep -v -e '^torch==' -e '^mmcv==' -e '^#' -e '^$' requirements.txt > "$VENV/requirements-rest.txt"
+print_mmcv_plan
+(export "${MMCV_ENV[@]}"; pip install "${MMCV_PIP_ARGS[@]}" "$MMCV_REQ")
+grep -v -e '^torch==' -e '^mmcv==' -e '^setuptools==' -e '^#' -e '^$' requirements.txt \
+  > "$VENV/requirements-rest.txt"
 pip install -q -r "$VENV/requirements-rest.txt"
 pip install -q --no-deps --no-build-isolation -e .
-"$VENV/bin/python" -c 'import mmcv.ops, mmdet, cellseg; print("setup: ok, mmcv", mmcv.__version__, "mmdet", mmdet.__version__)'
+"$VENV/bin/python" -c 'import mmcv.ops, mmdet, cellseg
+print("setup: ok, mmcv", mmcv.__version__, "mmdet", mmdet.__version__)'
+if [ "$TORCH_CUDA" != none ] && [ "$GPU_CAPS" != none ]; then
+  check_gpu_ops
+fi
 touch "$STAMP"
