@@ -53,32 +53,23 @@ def _rle_problem(counts: bytes, height: int, width: int) -> str | None:
     """Why ``counts`` is not a compressed RLE of a ``height`` x ``width`` mask, or None if it is.
 
     pycocotools does not check this itself: ``area``/``toBbox`` return nonsense for garbage and
-    ``decode`` of an empty string returns uninitialised memory. So the string is parsed here as
-    maskApi.c ``rleFrString`` does, and the runs must be non-negative and cover exactly h*w pixels.
+    ``decode`` of an empty string returns uninitialised memory. The string is parsed by the one
+    RLE decoder (``rle_string_counts``); the runs must be non-negative and cover exactly h*w
+    pixels. Only the wording of a parse failure is found here.
     """
-    runs: list[int] = []
-    x = shift = 0
-    for pos, byte in enumerate(counts):
-        if not _RLE_FIRST <= byte <= _RLE_LAST:
-            return (f'character {chr(byte)!r} at offset {pos} is outside the RLE alphabet '
-                    f"'0'..'o'")
-        c = byte - _RLE_FIRST
-        x |= (c & 0x1F) << shift
-        shift += 5
-        if c & 0x20:
-            continue
-        if c & 0x10:  # sign bit of the last group: the value is negative (a delta)
-            x -= 1 << shift
-        # Runs after the third are stored as differences from the run two places earlier.
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            return f'run {len(runs)} has negative length {x}'
-        runs.append(x)
-        x = shift = 0
-    if shift:
+    try:
+        runs, _ = rle_string_counts([counts])
+    except ValueError:
+        codes = np.frombuffer(counts, np.uint8)
+        bad = np.flatnonzero((codes < _RLE_FIRST) | (codes > _RLE_LAST))
+        if bad.size:
+            return (f'character {chr(codes[bad[0]])!r} at offset {int(bad[0])} is outside the '
+                    "RLE alphabet '0'..'o'")
         return 'the string ends inside a run (truncated)'
-    total = sum(runs)
+    negative = np.flatnonzero(runs < 0)
+    if negative.size:
+        return f'run {int(negative[0])} has negative length {int(runs[negative[0]])}'
+    total = int(runs.sum())
     if total != height * width:
         return f'the runs cover {total} pixels, not {height}*{width} = {height * width}'
     return None
@@ -104,10 +95,9 @@ def _rle_counts(entry: Any) -> tuple[str | bytes, int] | None:
 def _valid_rles(results: Sequence[Any]) -> np.ndarray:
     """Per entry, True when its counts are known to be a valid compressed RLE of its size.
 
-    All strings are parsed at once (``rle_string_counts``): with ``_rle_problem`` on every
-    entry, checking 300 detections of a 512x512 image (results files of ``benchmarks/speed.py``
-    predict, random-weight masks) took 4-9 ms, now 2-5 ms. Entries left False (bad shape, or
-    any string of the lot unparsable) go through ``_rle_problem``, which says what is wrong.
+    All strings are parsed in one call of ``rle_string_counts`` (docs/speed.md). Entries left
+    False (bad shape, or any string of the lot unparsable) go through ``_rle_problem``, which
+    says what is wrong.
     """
     valid = np.zeros(len(results), bool)
     shaped = [(i, r) for i, r in enumerate(map(_rle_counts, results)) if r is not None]

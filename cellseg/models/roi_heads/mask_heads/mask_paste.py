@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cellseg.structures.rle import encode_windows, rles_from_runs
+from cellseg.structures.rle import encode_windows
 
 # Pixels of the windows pasted at once. The float32 grid (2 values) and sampled masks (1) take
 # 12 bytes a pixel: 2**22 pixels are ~50 MB, small beside the model's own memory on a CPU or GPU,
@@ -103,8 +103,9 @@ def paste_masks_to_rles(mask_probs: Tensor, boxes: Tensor, img_h: int, img_w: in
     rles: list[dict | None] = [None] * n
     # a box wholly outside the image has an empty window: an empty mask, nothing to paste
     empty = np.flatnonzero((hs_np == 0) | (ws_np == 0))
-    for i, rle in zip(empty.tolist(), rles_from_runs(
-            np.zeros(0), np.zeros(0), np.zeros(0), len(empty), img_h, img_w)):
+    zeros = np.zeros(len(empty), np.int64)
+    for i, rle in zip(empty.tolist(), encode_windows(np.zeros((len(empty), 1, 1), bool), zeros,
+                                                     zeros, img_h, img_w)):
         rles[i] = rle
     nonempty = np.flatnonzero((hs_np > 0) & (ws_np > 0))
     for group in _chunks(hs_np[nonempty], ws_np[nonempty], max_pixels):
