@@ -12,7 +12,7 @@ import pycocotools.mask as mask_utils
 import pytest
 import tifffile
 
-from cellseg.testing import demo_data
+from cellseg.testing import demo_data, synthetic_cells
 from cellseg.testing.demo_data import CLASS_NAMES, make_demo_dataset, render_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_train_files_follow_the_hw3_layout(tmp_path: Path) -> None:
             assert not (owner[labels > 0]).any(), 'a pixel belongs to two class files'
             owner[labels > 0] = labels[labels > 0]
             sizes = np.bincount(labels.astype(np.int64).ravel())
-            assert sizes[sorted(ids)].min() >= demo_data.MIN_VISIBLE
+            assert sizes[sorted(ids)].min() >= synthetic_cells.MIN_VISIBLE
             counts[CLASS_NAMES[k - 1]] += len(ids)
         assert seen_ids == set(range(1, len(seen_ids) + 1)), 'ids run 1..N over the image'
     assert missing_class >= 1
@@ -116,7 +116,7 @@ def test_ground_truth_is_the_rendered_cells(tmp_path: Path) -> None:
     by_file = {im['file_name']: im['id'] for im in gt['images']}
     _, test_specs = demo_data._plan(5, tiny=True)
     for i, spec in enumerate(test_specs):
-        rgba, ids, class_of_id = demo_data._render(
+        rgba, ids, class_of_id = synthetic_cells.render_image(
             np.random.default_rng([5, 1, i]), spec.height, spec.width, spec.n_cells,
             spec.classes, spec.first_class)
         file_name = f'test_release/{spec.name}.tif'
@@ -137,7 +137,7 @@ def test_render_image_contract() -> None:
     n = int(ids.max())
     assert n >= 3 and class_of_id[0] == 0 and len(class_of_id) == n + 1
     assert set(class_of_id[1:].tolist()) <= {1, 2, 3, 4}
-    assert (np.bincount(ids.ravel(), minlength=n + 1)[1:] >= demo_data.MIN_VISIBLE).all()
+    assert (np.bincount(ids.ravel(), minlength=n + 1)[1:] >= synthetic_cells.MIN_VISIBLE).all()
     again = render_image(np.random.default_rng(1), 90, 70, 12)
     assert all(np.array_equal(x, y) for x, y in zip((rgba, ids, class_of_id), again))
     _, _, only = render_image(np.random.default_rng(2), 120, 120, 20, classes=[2, 3])
@@ -183,7 +183,7 @@ def test_default_dataset(default_root: tuple[Path, dict]) -> None:
         assert a['segmentation']['size'] == [im['height'], im['width']]
         assert isinstance(a['segmentation']['counts'], str)
         mask = mask_utils.decode(a['segmentation'])
-        assert mask.sum() >= demo_data.MIN_VISIBLE and a['area'] == mask.sum()
+        assert mask.sum() >= synthetic_cells.MIN_VISIBLE and a['area'] == mask.sum()
         ys, xs = np.nonzero(mask)
         assert a['bbox'] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         union[a['image_id']] += mask

@@ -40,8 +40,8 @@ SUBMISSION_ZIP = 'submission.zip'
 NUM_CLASSES = 4
 RESULT_KEYS = ('image_id', 'category_id', 'bbox', 'score', 'segmentation')
 
-# Compressed COCO RLE (maskApi.c rleToString): each run is stored as 5-bit groups, one character
-# per group, offset by 48, so every character lies in '0'..'o'; bit 0x20 means "more groups follow".
+# The characters of a compressed COCO RLE string ('0'..'o'; cellseg.structures.rle parses it):
+# only to say which character is wrong when the decoder rejects a string.
 _RLE_FIRST, _RLE_LAST = 48, 48 + 63
 
 

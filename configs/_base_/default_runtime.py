@@ -9,7 +9,7 @@ custom_imports = dict(
     allow_failed_imports=False)
 
 # A NaN/inf loss stops the run naming the iteration and the loss terms, before CheckpointHook
-# could save NaN weights (its priority is VERY_HIGH; cellseg/engine/hooks/nonfinite_loss_hook.py).
+# could save NaN weights (its priority is VERY_HIGH; cellseg/engine/hooks/non_finite_loss_hook.py).
 # PlotCurvesHook writes work_dir/curves.png (losses, lr, validation AP50) when training ends.
 # RNGStateHook saves the global random states with each checkpoint, so a resumed run samples
 # the RoIs an uninterrupted one samples (cellseg/engine/hooks/rng_state_hook.py).

@@ -1,4 +1,4 @@
-from cellseg.engine.hooks.nonfinite_loss_hook import NonFiniteLossHook
+from cellseg.engine.hooks.non_finite_loss_hook import NonFiniteLossHook
 from cellseg.engine.hooks.plot_curves_hook import PlotCurvesHook
 from cellseg.engine.hooks.rng_state_hook import RNGStateHook
 

@@ -14,7 +14,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from cellseg.engine.hooks.nonfinite_loss_hook import NonFiniteLossHook
+from cellseg.engine.hooks.non_finite_loss_hook import NonFiniteLossHook
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'

@@ -1,0 +1,168 @@
+"""The package's architecture, as the tree shows it: layers import downwards only, no cycles,
+each registered module in the file named after it, small modules and thin tools, and every
+config builds its model."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / 'cellseg'
+# Lowest first: a subpackage may import its own modules and those of lower layers only.
+LAYERS = {'utils': 0, 'structures': 1, 'formats': 2, 'visualization': 3, 'testing': 3,
+          'datasets': 4, 'models': 5, 'evaluation': 6, 'engine': 7, 'apis': 8}
+MAX_MODULE_LINES = 450
+MAX_TOOL_LINES = 80
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob('*.py'))}
+
+
+def cellseg_imports(path: Path) -> set[str]:
+    """The cellseg modules ``path`` imports, anywhere in it (functions included)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith('cellseg'))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and node.module.startswith('cellseg'):
+            # `from cellseg.x import y` imports the module cellseg.x.y when there is one
+            for a in node.names:
+                sub = f'{node.module}.{a.name}'
+                out.add(sub if sub in MODULES else node.module)
+    return out
+
+
+def layer(module: str) -> str | None:
+    parts = module.split('.')
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_every_subpackage_has_a_layer() -> None:
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / '__init__.py').is_file()}
+    assert subpackages == set(LAYERS)
+    assert {layer(m) for m in MODULES} - {None} == set(LAYERS)
+
+
+def test_no_layer_imports_a_higher_one() -> None:
+    upward = []
+    for module, path in MODULES.items():
+        here = layer(module)
+        for target in cellseg_imports(path):
+            there = layer(target)
+            if here and there and there != here and LAYERS[there] >= LAYERS[here]:
+                upward.append(f'{module} imports {target}')
+    assert not upward, '\n'.join(upward)
+
+
+def test_formats_and_structures_import_only_each_other_and_utils() -> None:
+    allowed = {'structures': {'structures', 'utils'},
+               'formats': {'formats', 'structures', 'utils'}}
+    wrong = [f'{m} imports {t}' for m, p in MODULES.items() if layer(m) in allowed
+             for t in cellseg_imports(p) if layer(t) not in allowed[layer(m)]]
+    assert not wrong, '\n'.join(wrong)
+
+
+def test_no_import_cycle() -> None:
+    graph = {m: {t for t in cellseg_imports(p) if t in MODULES and t != m}
+             for m, p in MODULES.items()}
+    # a package's __init__ importing its own modules is how registration works, not a cycle
+    for m in graph:
+        graph[m] = {t for t in graph[m] if not t.startswith(m + '.')}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                raise AssertionError('import cycle: ' + ' -> '.join(stack[stack.index(t):] + [t]))
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+
+
+def snake(name: str) -> str:
+    return re.sub(r'(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])', '_', name).lower()
+
+
+def test_snake_names() -> None:
+    assert snake('ChunkedRoIHead') == 'chunked_ro_i_head'  # why the map below exists
+    assert snake('TiledMaskRCNN') == 'tiled_mask_rcnn'
+    assert snake('RNGStateHook') == 'rng_state_hook'
+
+
+# class names whose file name reads better than the mechanical split (RoI, TTA)
+FILE_OF = {'ChunkedRoIHead': 'chunked_roi_head', 'MaskTTAModel': 'mask_tta_model',
+           'Float32ProposalRPNHead': 'float32_proposal_rpn_head', 'Rot90': 'rot90'}
+
+
+def registered_classes(path: Path) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ClassDef):
+            for dec in node.decorator_list:
+                call = dec.func if isinstance(dec, ast.Call) else dec
+                if isinstance(call, ast.Attribute) and call.attr == 'register_module':
+                    out.append(node.name)
+    return out
+
+
+def test_every_registered_module_is_in_the_file_named_after_it() -> None:
+    found = {}
+    for module, path in MODULES.items():
+        for cls in registered_classes(path):
+            found[cls] = path.stem
+    assert len(found) >= 12  # the registry holds cellseg's modules, not nothing
+    wrong = {cls: stem for cls, stem in found.items() if FILE_OF.get(cls, snake(cls)) != stem}
+    assert not wrong, wrong
+
+
+def test_modules_and_tools_are_small() -> None:
+    big = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines()))
+           > MAX_MODULE_LINES}
+    assert not big, big
+    tools = {p.name: n for p in (REPO / 'tools').glob('*.py')
+             if (n := len(p.read_text().splitlines())) >= MAX_TOOL_LINES}
+    assert not tools, tools
+
+
+def test_rle_strings_are_parsed_in_one_place() -> None:
+    """The 5-bit group arithmetic of compressed RLE strings appears in the codec alone."""
+    parsing = re.compile(r'\b(0x1[fF]|0x20)\b')
+    where = [m for m, p in MODULES.items() if parsing.search(p.read_text())]
+    assert where == ['cellseg.structures.rle']
+
+
+CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=[str(p.relative_to(REPO)) for p in CONFIGS])
+def test_every_config_builds_its_model(config: Path) -> None:
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.utils import import_modules_from_strings
+
+    register_all_modules()
+    cfg = Config.fromfile(str(config))
+    import_modules_from_strings(cfg.custom_imports.imports)
+    model = MODELS.build(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) > 1_000_000
+    if 'tta_model' in cfg:
+        tta = MODELS.build(dict(cfg.tta_model, module=cfg.model))
+        assert tta.module.__class__ is model.__class__
