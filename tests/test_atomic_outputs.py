@@ -1,9 +1,10 @@
 """A write that fails midway leaves the previous file intact and nothing at the final path.
 
 Checkpoints go through mmengine's ``save_checkpoint`` and the file backend that
-``cellseg.engine.atomic_checkpoints`` registers; annotation files through ``cellseg.formats.coco_conversion.convert``
-(``cellseg.utils.fileio``). The failure is a disk that fills up halfway through the bytes. (Submission
-files are covered in tests/test_submission.py.)
+``cellseg.engine.atomic_checkpoints`` registers; annotation files through
+``cellseg.formats.coco_conversion.convert`` (``cellseg.utils.fileio``). The failure is a disk
+that fills up halfway through the bytes. (Submission files are covered in
+tests/test_submission.py.)
 """
 from __future__ import annotations
 
@@ -94,3 +95,26 @@ def test_failed_annotation_write_keeps_the_previous_file(tiny_root: Path, tmp_pa
     monkeypatch.undo()  # with a working disk the same call replaces it
     convert(tiny_root, out, folds=2)
     assert previous.read_bytes() != b'{"previous": true}'
+
+
+def test_atomic_write_leaves_the_umask_alone(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setting the umask, even for a moment, changes the mode of files other threads create
+    then (to world-writable with a umask of 0): atomic writes read it once, at import."""
+    from cellseg.utils.fileio import atomic_write_bytes, atomic_write_json
+
+    mask = os.umask(0o077)  # the test's own read, before any write (it starts no thread)
+    os.umask(mask)
+    calls: list[int] = []
+    real_umask = os.umask
+
+    def recording_umask(new: int) -> int:
+        calls.append(new)
+        return real_umask(new)
+
+    monkeypatch.setattr(os, 'umask', recording_umask)
+    atomic_write_bytes(tmp_path / 'a.bin', b'abc')
+    atomic_write_json(tmp_path / 'b.json', {'a': 1})
+    assert calls == []
+    for name in ('a.bin', 'b.json'):  # the mode a plain open() gives
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name

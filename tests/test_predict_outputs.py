@@ -131,7 +131,8 @@ def test_label_image_is_the_masks_with_higher_scores_on_top(tiny_root: Path, che
 
 
 def test_paint_labels_ids_dtype_and_ties() -> None:
-    from cellseg.apis.predict import class_map, instance_rows, paint_labels
+    from cellseg.apis.predict import instance_rows
+    from cellseg.structures.label_images import class_map, paint_labels
     from cellseg.structures.mask_crops import EMPTY_CROP, MaskCrop
 
     square = MaskCrop(np.ones((4, 4), bool), 2, 2)
@@ -165,7 +166,8 @@ def test_tiled_model_masks_as_rles_are_read_too(tiny_root: Path, checkpoint: Pat
     import pycocotools.mask as mask_utils
 
     import cellseg.structures.mask_crops  # noqa: F401  registers TiledMaskRCNN
-    from cellseg.apis.predict import load_model, paint_labels, predict_image
+    from cellseg.apis.predict import load_model, predict_image
+    from cellseg.structures.label_images import paint_labels
 
     tile = dict(size=64, overlap=24, border_margin=2, merge_thr=0.5, batch_size=4)
     model = load_model(TINY, checkpoint, 'cpu', score_thr=0.0,
@@ -360,12 +362,17 @@ def test_browse_dataset_draws_every_train_image(tiny_root: Path, tmp_path: Path)
             assert (drawn != image[..., ::-1]).any(), f'{s.name}: nothing drawn'
 
 
+RESUMED_LOSS = 0.5  # added to the resumed run's losses, so the rows that win are known
+
+
 def fake_scalars(work_dir: Path) -> None:
-    """Two runs of a work dir as mmengine logs them (the second resumed at epoch 2, so epoch 3's
-    steps appear twice), 4 iterations per epoch, validation every epoch."""
-    def train_row(it: int) -> dict:
+    """Two runs of a work dir as mmengine logs them (the first killed after iteration 10, the
+    second resumed from epoch 2's checkpoint, so epoch 3's iterations 9 and 10 appear twice, the
+    resumed run's with ``RESUMED_LOSS`` more loss), 4 iterations per epoch, validation every
+    epoch."""
+    def train_row(it: int, extra: float) -> dict:
         epoch = (it - 1) // 4 + 1
-        return dict(lr=1e-3 / it, loss=2.0 / it, loss_cls=1.0 / it, loss_mask=0.8 / it,
+        return dict(lr=1e-3 / it, loss=2.0 / it + extra, loss_cls=1.0 / it, loss_mask=0.8 / it,
                     epoch=epoch, iter=it, step=it)
 
     def val_row(epoch: int) -> dict:
@@ -374,8 +381,9 @@ def fake_scalars(work_dir: Path) -> None:
     runs = {'20250101_000000': [*range(1, 11)], '20250101_010000': [*range(9, 17)]}
     for stamp, iters in runs.items():
         lines = []
+        extra = RESUMED_LOSS if stamp == max(runs) else 0.0
         for it in iters:
-            lines.append(train_row(it))
+            lines.append(train_row(it, extra))
             if it % 4 == 0:
                 lines.append(val_row(it // 4))
         vis = work_dir / stamp / 'vis_data'
@@ -386,10 +394,19 @@ def fake_scalars(work_dir: Path) -> None:
 def test_plot_curves_tool_and_hook(tmp_path: Path) -> None:
     from cellseg.engine.hooks.plot_curves_hook import PlotCurvesHook
     from cellseg.utils.scalars import read_scalars
-    from cellseg.visualization.visualize import iters_per_epoch
+    from cellseg.visualization.visualize import iters_per_epoch, plot_training_curves
 
     fake_scalars(tmp_path)
-    assert iters_per_epoch([r for r in read_scalars(tmp_path) if 'loss' in r]) == 4
+    rows = read_scalars(tmp_path)
+    assert [r['step'] for r in rows if 'loss' in r].count(9) == 2  # the duplicates are there
+    assert iters_per_epoch([r for r in rows if 'loss' in r]) == 4
+    # the curves show each step once, the resumed run's rows where both runs logged it
+    (ax_loss, _, ax_val, *_) = plot_training_curves(rows).axes
+    (loss_line,) = [line for line in ax_loss.get_lines() if line.get_label() == 'loss']
+    assert list(loss_line.get_xdata()) == [it / 4 for it in range(1, 17)]
+    expected = [2.0 / it + (RESUMED_LOSS if it >= 9 else 0.0) for it in range(1, 17)]
+    assert np.allclose(loss_line.get_ydata(), expected)
+    assert list(ax_val.get_lines()[0].get_xdata()) == [1, 2, 3, 4]
     run_tool('plot_curves.py', tmp_path, '--out', tmp_path / 'plot.png')
     h, w = read_png(tmp_path / 'plot.png').shape[:2]
     assert w > 2 * h > 400

@@ -60,6 +60,35 @@ def test_sixteen_bit_is_rescaled_from_its_own_range(tmp_path: Path) -> None:
     assert np.array_equal(img[..., 0], expected)
 
 
+@pytest.mark.parametrize('suffix', ['.png', '.tif'])
+@pytest.mark.parametrize('channels', [1, 3, 4])
+def test_pipeline_and_read_image_give_the_same_pixels(tmp_path: Path, suffix: str,
+                                                      channels: int) -> None:
+    """One reader for training, testing and prediction: a 16-bit PNG ramp 1000..5000 is
+    rescaled from its own range by the pipeline too (mmcv's decoder gave value / 256: 3..19)."""
+    ramp = np.linspace(1000, 5000, 48 * 40).reshape(48, 40).astype(np.uint16)
+    rgb16 = np.dstack([ramp, ramp[::-1], np.full_like(ramp, 3000)])
+    pixels = {1: ramp, 3: rgb16, 4: np.dstack([rgb16, np.full_like(ramp, 65535)])}[channels]
+    path = tmp_path / f'ramp{suffix}'
+    if suffix == '.png':  # OpenCV writes BGR(A)
+        cv2.imwrite(str(path), pixels if channels == 1 else pixels[..., [2, 1, 0, 3][:channels]])
+    else:
+        tifffile.imwrite(path, pixels)
+    loaded = _load(path)
+    assert np.array_equal(loaded, hw3.read_image(path, bgr=True))
+    assert np.array_equal(loaded[..., ::-1], hw3.read_image(path))
+    assert loaded.min() == 0 and loaded.max() == 255
+    expected = np.rint((ramp.astype(np.float32) - 1000) * 255 / 4000).astype(np.uint8)
+    assert np.array_equal(loaded[..., 2 if channels > 1 else 0], expected)  # red, as BGR
+
+
+def test_decoding_options_read_image_would_ignore_are_refused() -> None:
+    with pytest.raises(ValueError, match="color_type='grayscale'"):
+        TRANSFORMS.build(dict(type='LoadCellImageFromFile', color_type='grayscale'))
+    with pytest.raises(ValueError, match="imdecode_backend='pillow'"):
+        TRANSFORMS.build(dict(type='LoadCellImageFromFile', imdecode_backend='pillow'))
+
+
 def test_unsupported_image_kinds_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / 'float.tif'
     tifffile.imwrite(bad, np.zeros((8, 8), np.float32))

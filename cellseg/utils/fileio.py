@@ -8,10 +8,16 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    """The process umask. POSIX can only read it by setting it, and for that moment every file
+    any thread creates gets the temporary value: so this runs once, at import (before writer
+    threads exist), never per write. A umask changed later by the program is not seen."""
+    mask = os.umask(0o077)  # restrictive while it lasts, should another thread create a file
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -21,7 +27,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
         # mkstemp creates 0600; give the file the permissions a plain open() would
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
             f.flush()

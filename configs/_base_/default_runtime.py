@@ -27,5 +27,8 @@ default_hooks = dict(
     # Two, not one: CheckpointHook deletes the oldest before writing the newest, so with one a
     # kill in between would leave nothing to resume from.
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2,
-                    save_best='coco/segm_mAP_50', rule='greater'))
+                    save_best='coco/segm_mAP_50', rule='greater'),
+    # mmdet's DetVisualizationHook crashes on ChunkedMaskHead's RLE masks when it draws
+    # (draw=True, mmdet's --show-dir); cellseg's decodes them and reads images as training does
+    visualization=dict(type='CellVisualizationHook'))
 log_processor = dict(type='LogProcessor', window_size=10, by_epoch=True)

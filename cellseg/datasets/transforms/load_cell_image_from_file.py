@@ -1,30 +1,45 @@
-"""Image loading for the HW3 TIFFs."""
+"""Image loading for training and testing: the same reader as prediction, for every format."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmdet.registry import TRANSFORMS
 
-from cellseg.formats.hw3 import TIFF_SUFFIXES, read_image
+from cellseg.formats.hw3 import read_image
 
 
 @TRANSFORMS.register_module()
 class LoadCellImageFromFile(LoadImageFromFile):
-    """``LoadImageFromFile`` that also reads HW3 TIFFs: RGBA, RGB or grey, uint8 or uint16.
+    """``LoadImageFromFile`` that reads every image through ``cellseg.formats.hw3.read_image``.
 
-    TIFFs go through ``cellseg.formats.hw3.read_image`` (alpha dropped, grey replicated, 16-bit rescaled
-    per image) and come out as HxWx3 uint8 BGR, which mmdet's pipeline expects. Other formats
-    (PNG, JPEG) use the parent's decoder with ``color_type='color'``, which also yields 3-channel
-    BGR.
+    TIFF, PNG and JPEG alike: RGBA, RGB or grey, uint8 or uint16, with the conversion rules of
+    ``cellseg.formats.hw3`` (alpha dropped, grey replicated, 16-bit rescaled from the image's own
+    range). ``cellseg.apis.predict`` and the reports read images with the same function, so a
+    model sees at prediction exactly the pixels it was trained and tested on. (mmcv's decoder,
+    which the parent uses, turns a 16-bit PNG into ``value / 256``: a 12-bit camera's image would
+    train nearly black and predict at full contrast.) The output is HxWx3 uint8 BGR, the channel
+    order mmdet's pipeline expects.
+
+    Files are read from the local file system: ``backend_args`` is accepted for config
+    compatibility, and ``color_type``/``imdecode_backend`` other than mmcv's defaults are refused,
+    since ``read_image`` fixes both the colour conversion and the decoder.
     """
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.color_type != 'color' or self.imdecode_backend != 'cv2':
+            raise ValueError(
+                'LoadCellImageFromFile always converts with cellseg.formats.hw3.read_image '
+                f'(3-channel uint8); got color_type={self.color_type!r}, imdecode_backend='
+                f'{self.imdecode_backend!r}')
+
     def transform(self, results: dict) -> dict | None:
-        filename = results['img_path']
-        if Path(filename).suffix.lower() not in TIFF_SUFFIXES:
-            return super().transform(results)
-        img = read_image(filename, bgr=True)
+        try:
+            img = read_image(results['img_path'], bgr=True)
+        except Exception:
+            if self.ignore_empty:  # the parent's contract: an unreadable image drops the sample
+                return None
+            raise
         if self.to_float32:
             img = img.astype(np.float32)
         results['img'] = img
