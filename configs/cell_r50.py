@@ -1,4 +1,5 @@
-# Mask R-CNN R50-FPN for the four HW3 cell classes: the original study's recipe.
+# Mask R-CNN R50-FPN for cell instance segmentation: the original study's recipe (HW3 has four
+# classes; the heads take as many as the data has).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     './_base_/datasets/hw3_cells.py',
@@ -21,9 +22,10 @@ model = dict(
     # proposals in float32 when the layers run under a CPU bfloat16 autocast (mmcv's CPU nms
     # takes float32 only; cellseg/models/dense_heads/float32_proposal_rpn_head.py)
     rpn_head=dict(type='Float32ProposalRPNHead'),
-    roi_head=dict(type='ChunkedRoIHead',
-                  bbox_head=dict(num_classes=4),
-                  mask_head=dict(type='ChunkedMaskHead', num_classes=4)))
+    # num_classes is left to the data: tools/train.py sizes the heads to the classes of the
+    # annotation files, tools/test.py and tools/predict.py to those the checkpoint remembers
+    # (cellseg.apis.config_helpers.resolve_classes)
+    roi_head=dict(type='ChunkedRoIHead', mask_head=dict(type='ChunkedMaskHead')))
 
 # A whole Mask R-CNN checkpoint (e.g. mmdet's COCO model) as a local path; class-specific layers
 # whose shapes differ are skipped with a warning. None: train from scratch.

@@ -1,5 +1,8 @@
 # The tuned recipe: cell_r50_dense's anchors and detection counts, trained the way a randomly
-# initialised backbone learns on ~200 images (no pretrained weights are reachable here).
+# initialised backbone learns on ~200 images (no pretrained weights are reachable here), and
+# predicting images larger than 512 px in overlapping tiles (cell_r50_dense_tiled), so a 2500 px
+# image with 1000 cells stays within 2 GiB on a CPU (docs/speed.md). Smaller images are predicted
+# whole; `--cfg-options model.tile_cfg=None` predicts every image whole.
 # What differs from the original recipe's training, and why:
 # - lr 1e-3 after a linear warm-up: the recipe's 1e-4 was chosen for an ImageNet-initialised
 #   backbone; from scratch it leaves the network far from converged at the recipe's budget
@@ -17,7 +20,7 @@
 # Normalisation and frozen stages stay those of cell_r50: BatchNorm trained in train mode (a batch
 # of 4 images of many cells gives BN plenty of pixels), nothing frozen (frozen random weights
 # would stay random).
-_base_ = './cell_r50_dense.py'
+_base_ = './cell_r50_dense_tiled.py'
 
 model = dict(roi_head=dict(mask_pos_per_img=16),
              train_cfg=dict(rcnn=dict(sampler=dict(num=128))))

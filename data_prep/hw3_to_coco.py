@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     except (HW3FormatError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
+    if s['no_train']:
+        print(f"no train/ in {args.data_root}: test images only ({s['test_images']}), "
+              f"classes {', '.join(s['classes'])}")
+        print('wrote ' + ', '.join(Path(p).name for p in s['written']) + f' to {args.out_dir}')
+        return 0
+    print(f"classes: {', '.join(s['classes'])}")
     print(f"{s['images']} images, {s['instances']} instances "
           f"({s['images_without_instances']} images without instances) in {s['seconds']:.1f} s")
     print('instances per class: ' + ', '.join(f'{k} {v}' for k, v in

@@ -81,7 +81,7 @@ def build_dataset(root: Path, stage: str):
     set_data_paths(cfg, str(root), str(root / 'annotations'))
     if stage == 'train':
         return DATASETS.build(cfg.train_dataloader.dataset)
-    configure_submission_run(cfg, str(root / 'results'), str(root / 'annotations'))
+    configure_submission_run(cfg, str(root / 'results'))
     return DATASETS.build(cfg.test_dataloader.dataset)
 
 
@@ -146,7 +146,9 @@ UNREADABLE = [zero_bytes, header_cut, pixel_data_cut, png_named_tif]
     ('mask', rewrite('negative_float', lambda m: np.where(m > 0, -m, 0.0)),
      'negative instance ids'),
     ('mask', rewrite('negative_int', lambda m: -m.astype(np.int32)), 'negative instance ids'),
-    ('class5', rewrite('copy_of_class1', lambda m: m), 'unknown class file'),
+    # with classes.txt naming the four HW3 classes, a fifth class file is a mistake
+    ('class5', rewrite('copy_of_class1', lambda m: m), 'class 5, but'),
+    ('class0', rewrite('copy_of_class1', lambda m: m), 'unknown class file'),
     ('test image', zero_bytes, 'cannot read as TIFF'),
     ('test image', png_named_tif, 'cannot read as TIFF'),
 ], ids=lambda v: v.__name__ if callable(v) else None)
@@ -158,9 +160,10 @@ def test_bad_file_stops_conversion_naming_it(tiny_root: Path, tmp_path: Path, ta
         culprit = train_dirs(root)[0] / hw3.IMAGE_FILE
     elif target == 'mask':
         culprit = first_class_file(root)
-    elif target == 'class5':
-        culprit = train_dirs(root)[0] / 'class5.tif'
+    elif target in ('class5', 'class0'):
+        culprit = train_dirs(root)[0] / f'{target}.tif'
         shutil.copy(first_class_file(root), culprit)
+        (root / hw3.CLASSES_TXT).write_text('\n'.join(hw3.CLASS_NAMES) + '\n')
     else:
         culprit = sorted((root / hw3.TEST_DIR).iterdir())[0]
     damage(culprit)

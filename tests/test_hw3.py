@@ -137,7 +137,8 @@ def _first_class_file(root: Path) -> Path:
     ('fractional ids', 'fractional instance ids'),
     ('nan ids', 'NaN or infinite'),
     ('negative ids', 'negative instance ids'),
-    ('class5', 'unknown class file'),
+    ('class5', 'names 4 classes'),
+    ('class0', 'unknown class file'),
     ('no image', 'no image.tif'),
 ])
 def test_bad_input_names_the_file(one_image_root: Path, tmp_path: Path, damage: str,
@@ -169,9 +170,10 @@ def test_bad_input_names_the_file(one_image_root: Path, tmp_path: Path, damage: 
             tifffile.imwrite(mask_path, bad)
         elif damage == 'negative ids':
             tifffile.imwrite(mask_path, np.where(labels > 0, -labels, 0.0))
-        elif damage == 'class5':
-            culprit = d / 'class5.tif'
+        elif damage in ('class5', 'class0'):
+            culprit = d / f'{damage}.tif'
             tifffile.imwrite(culprit, labels)
+            (one_image_root / hw3.CLASSES_TXT).write_text('a\nb\nc\nd\n')
     with pytest.raises(hw3.HW3FormatError) as err:
         convert(one_image_root, tmp_path / 'ann', folds=0)
     assert str(culprit) in str(err.value)

@@ -21,6 +21,7 @@ from cellseg.apis.config_helpers import (  # noqa: E402
     adapt_to_cpu,
     add_common_args,
     load_config,
+    resolve_classes,
     use_test_ground_truth,
     use_tta,
 )
@@ -48,13 +49,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = load_config(args)
     cfg.load_from = args.checkpoint
+    print(resolve_classes(cfg, args.checkpoint))
     adapt_to_cpu(cfg)
     if args.test_gt:
         use_test_ground_truth(cfg, args.test_gt)
     if args.tta:
         use_tta(cfg)
     if args.submit:
-        return submit(cfg, args.submit, args.ann_dir)
+        return submit(cfg, args.submit)
     return evaluate(cfg, args.metrics_out, args.report)
 
 

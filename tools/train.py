@@ -14,7 +14,13 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from cellseg.apis.config_helpers import CPU_AMP_MODES, adapt_to_cpu, add_common_args, load_config  # noqa: E402
+from cellseg.apis.config_helpers import (  # noqa: E402
+    CPU_AMP_MODES,
+    adapt_to_cpu,
+    add_common_args,
+    load_config,
+    resolve_classes,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,9 +51,11 @@ def build_config(args: argparse.Namespace) -> Config:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = build_config(args)
+    classes = resolve_classes(cfg)
     changes = adapt_to_cpu(cfg, args.cpu_amp)
     runner = Runner.from_cfg(cfg)
-    for change in changes:  # logged once the runner's logger exists, so it is in the run's log
+    runner.logger.info(classes)  # logged once the runner's logger exists: in the run's log
+    for change in changes:
         runner.logger.warning(change)
     runner.train()
 

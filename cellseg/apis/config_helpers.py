@@ -3,6 +3,7 @@ fallbacks, the submission run."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import os.path as osp
 from typing import Any
@@ -72,26 +73,127 @@ def set_data_paths(cfg: Config, data_root: str | None = None,
                    ann_dir: str | None = None) -> None:
     """Point every dataloader and evaluator at another HW3 data root and/or annotation folder.
 
-    Annotation files keep their names (``fold0_train.json``, ...) and move to ``ann_dir``, or to
-    ``DATA_ROOT/annotations/`` when only ``data_root`` is given. This lets one config serve data
-    anywhere, e.g. a read-only data root with annotations written elsewhere.
+    With ``ann_dir``, annotation files keep their names (``fold0_train.json``, ...) and move
+    there. With ``data_root`` alone, each annotation file keeps its place relative to the data
+    root, as the config gives it (``annotations/fold0_train.json``, the demo's ``test_gt.json``).
+    This lets one config serve data anywhere, e.g. a read-only data root with annotations
+    written elsewhere.
     """
     if data_root is None and ann_dir is None:
         return
+    old_root = cfg.get('data_root') or ''
     if data_root is not None:
         data_root = osp.join(data_root, '')
         cfg.data_root = data_root
+
+    def moved(path: str, root: str) -> str:
+        if ann_dir is not None:
+            return osp.abspath(osp.join(ann_dir, osp.basename(path)))
+        if osp.isabs(path) or not (old_root and path.startswith(old_root)):
+            return path  # relative to the dataset's data_root, or elsewhere on purpose
+        return osp.join(root, path[len(old_root):])
+
     for key in _LOADERS:
         for ds in leaf_datasets(cfg.get(key)):
             if data_root is not None:
                 ds.data_root = data_root
-            target = ann_dir if ann_dir is not None else osp.join(ds.data_root, 'annotations')
             if ds.get('ann_file'):
-                ds.ann_file = osp.abspath(osp.join(target, osp.basename(ds.ann_file)))
+                ds.ann_file = moved(ds.ann_file, ds.data_root)
     for ev in _evaluators(cfg):
         if ev.get('ann_file'):
-            target = ann_dir if ann_dir is not None else osp.join(cfg.data_root, 'annotations')
-            ev.ann_file = osp.abspath(osp.join(target, osp.basename(ev.ann_file)))
+            ev.ann_file = moved(ev.ann_file, cfg.data_root)
+
+
+def annotation_classes(ann_file: str | os.PathLike) -> tuple[str, ...]:
+    """The class names of a COCO file, by category id; ids must be 1..K."""
+    with open(ann_file, encoding='utf-8') as f:
+        categories = sorted(json.load(f).get('categories') or [], key=lambda c: c['id'])
+    if [c['id'] for c in categories] != list(range(1, len(categories) + 1)) or not categories:
+        raise ValueError(f'{ann_file}: categories must have ids 1..K (K >= 1), got '
+                         f'{[c["id"] for c in categories]}')
+    return tuple(str(c['name']) for c in categories)
+
+
+def checkpoint_classes(checkpoint: str | os.PathLike) -> tuple[str, ...] | None:
+    """The classes a checkpoint was trained on (mmengine saves the training dataset's metainfo
+    in its ``meta``), or None for a checkpoint without them."""
+    from cellseg.engine.checkpoint_loader import load_trusted_local_checkpoint
+
+    meta = load_trusted_local_checkpoint(os.fspath(checkpoint), map_location='cpu').get('meta')
+    classes = ((meta or {}).get('dataset_meta') or {}).get('classes')
+    return tuple(classes) if classes else None
+
+
+def configured_classes(cfg: Config) -> tuple[str, ...] | None:
+    """The classes a config names itself (``metainfo=dict(classes=...)`` of its datasets)."""
+    for key in _LOADERS:
+        for ds in leaf_datasets(cfg.get(key)):
+            classes = (ds.get('metainfo') or {}).get('classes')
+            if classes:
+                return tuple(classes)
+    return None
+
+
+def _set_num_classes(node: Any, n: int) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'num_classes':
+                node[key] = n
+            else:
+                _set_num_classes(value, n)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _set_num_classes(value, n)
+
+
+def set_classes(cfg: Config, classes: tuple[str, ...]) -> None:
+    """Give every dataset ``classes`` (and a palette of as many colours) and size every head
+    (each ``num_classes`` of the model) to them."""
+    from cellseg.visualization.visualize import palette_for
+
+    palette = palette_for({}, len(classes))
+    for key in _LOADERS:
+        for ds in leaf_datasets(cfg.get(key)):
+            ds.metainfo = dict(ds.get('metainfo') or {}, classes=tuple(classes), palette=palette)
+    _set_num_classes(cfg.model, len(classes))
+
+
+def _first_annotation_file(cfg: Config) -> str | None:
+    for key in _LOADERS:
+        for ds in leaf_datasets(cfg.get(key)):
+            ann = ds.get('ann_file')
+            if ann:
+                path = ann if osp.isabs(ann) else osp.join(ds.get('data_root') or '', ann)
+                if osp.isfile(path):
+                    return path
+    return None
+
+
+def resolve_classes(cfg: Config, checkpoint: str | os.PathLike | None = None) -> str:
+    """Size the datasets and heads to the classes of the data, or of the checkpoint when one is
+    given and remembers them; return the line to log.
+
+    The data's classes are the categories of its annotation files (``hw3_to_coco.py`` writes
+    ``class1..classK`` or the names of ``classes.txt``). A config that names its classes keeps
+    them, and data or a checkpoint with other classes is an error, never a silent mismatch.
+    """
+    source, classes = None, None
+    if checkpoint is not None:
+        classes = checkpoint_classes(checkpoint)
+        source = f'checkpoint {checkpoint}'
+    if classes is None:
+        source = _first_annotation_file(cfg)
+        if source is None:
+            raise FileNotFoundError(f'{cfg.filename}: none of its annotation files exists, so '
+                                    'the classes are unknown (run data_prep/hw3_to_coco.py and '
+                                    'pass --data-root/--ann-dir)')
+        classes = annotation_classes(source)
+    named = configured_classes(cfg)
+    if named is not None and tuple(named) != tuple(classes):
+        raise ValueError(f'{cfg.filename} names the classes {list(named)}, but {source} has '
+                         f'{list(classes)}')
+    set_classes(cfg, classes)
+    return f'classes from {source}: {len(classes)} ({", ".join(classes)}); heads sized to them'
 
 
 CPU_AMP_MODES = ('auto', 'bf16', 'off')
@@ -165,22 +267,27 @@ def test_dataset_root(cfg: Config) -> str:
     return leaf_datasets(cfg.test_dataloader)[0].data_root
 
 
-def configure_submission_run(cfg: Config, outfile_prefix: str,
-                             ann_dir: str | None = None) -> tuple[str, str]:
+def configure_submission_run(cfg: Config, outfile_prefix: str) -> tuple[str, str]:
     """Switch the test loop to the competition's test images, writing mmdet's COCO results JSON.
 
-    The test images come from ``test.json`` (written by ``hw3_to_coco.py`` from the test id map,
-    so it carries the ids CodaBench expects). Returns the paths of ``test.json`` and of the id map.
+    The test images, their ids and sizes come from the data root's
+    ``test_image_name_to_ids.json`` alone (checked against ``test_release/``): a data root
+    holding only the test set can be submitted. Their image-info COCO file, carrying the model's
+    classes, is written beside ``outfile_prefix``. Returns its path and the id map's.
     """
+    from cellseg.formats.coco_conversion import build_test_coco
+    from cellseg.utils.fileio import atomic_write_json
+
     data_root = test_dataset_root(cfg)
-    ann_path = osp.abspath(osp.join(ann_dir or osp.join(data_root, 'annotations'), TEST_ANN))
     id_map = osp.join(data_root, TEST_ID_MAP)
-    for path, what in ((ann_path, 'run data_prep/hw3_to_coco.py on the data root first'),
-                       (id_map, 'the competition test set comes with it')):
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'{path}: not found ({what})')
+    if not osp.isfile(id_map):
+        raise FileNotFoundError(f'{id_map}: not found (the competition test set comes with it)')
+    classes = configured_classes(cfg) or CLASS_NAMES
+    ann_path = os.fspath(atomic_write_json(f'{outfile_prefix}.{TEST_ANN}',
+                                           build_test_coco(data_root, classes)))
     for ds in leaf_datasets(cfg.test_dataloader):
         ds.ann_file = ann_path
+        ds.data_prefix = dict(img='')
         ds.test_mode = True
     cfg.test_evaluator = dict(type='CocoMetric', ann_file=ann_path, metric=['segm'],
                               format_only=True, outfile_prefix=outfile_prefix)
@@ -214,16 +321,15 @@ def use_test_ground_truth(cfg: Config, gt_path: str) -> None:
     # Ground truth from elsewhere may name the classes differently (CoNSeP's test_gt.json says
     # 'other', 'inflammatory', ...); the model's k-th class is category id k+1 either way, so the
     # test dataset takes the file's names, in id order, and per-class metrics carry them.
-    categories = sorted(gt.get('categories', []), key=lambda c: c['id'])
-    if [c['id'] for c in categories] != list(range(1, len(CLASS_NAMES) + 1)):
-        raise ValueError(f'{gt_path}: categories must have ids 1..{len(CLASS_NAMES)}, got '
-                         f"{[c['id'] for c in categories]}")
-    names = tuple(c['name'] for c in categories)
+    names = annotation_classes(gt_path)
+    model_classes = configured_classes(cfg) or CLASS_NAMES
+    if len(names) != len(model_classes):
+        raise ValueError(f'{gt_path}: {len(names)} categories, but the model has '
+                         f'{len(model_classes)} classes ({", ".join(model_classes)})')
     for ds in leaf_datasets(cfg.test_dataloader):
         ds.ann_file = gt_path
         ds.data_prefix = dict(img=prefix)
-        if names != CLASS_NAMES:
-            ds.metainfo = dict(classes=names)
+        ds.metainfo = dict(ds.get('metainfo') or {}, classes=names)
     evaluator = cfg.test_evaluator
     for ev in evaluator if isinstance(evaluator, list) else [evaluator]:
         ev.ann_file = gt_path

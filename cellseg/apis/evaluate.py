@@ -40,12 +40,12 @@ def evaluate(cfg: Config, metrics_out: str | None = None, report_dir: str | None
     return metrics
 
 
-def submit(cfg: Config, out: str | Path, ann_dir: str | None = None) -> dict:
+def submit(cfg: Config, out: str | Path) -> dict:
     """Predict the competition's test images and write the checked submission to ``out`` (a
     ``.zip`` path, ``test-results.json`` beside it, or a folder)."""
     with tempfile.TemporaryDirectory() as tmp:
         prefix = osp.join(tmp, 'results')
-        _, id_map_path = configure_submission_run(cfg, prefix, ann_dir)
+        _, id_map_path = configure_submission_run(cfg, prefix)
         Runner.from_cfg(cfg).test()
         if not is_main_process():
             return {}

@@ -4,8 +4,10 @@ For each image, with ``<stem>`` its file name without suffix (``<folder>_<stem>`
 inputs share a stem, as ``train/<name>/image.tif`` do)::
 
     <stem>_labels.tif    instance ids 1..N, 0 = background; uint16, uint32 past 65535 instances
-    <stem>_classes.tif   class of each pixel: 0 = background, 1..4 (uint8)
+    <stem>_classes.tif   class of each pixel: 0 = background, 1..K (uint8)
     <stem>_overlay.png   the image with instance contours coloured by class, and a legend
+    <stem>.geojson       QuPath objects: one detection per instance, its outline as a polygon
+                         in pixel coordinates, class name and colour, score and area
 
 and for the whole run ``instances.csv``, one row per instance (``CSV_COLUMNS``).
 
@@ -38,7 +40,10 @@ import tifffile
 import torch
 from scipy import ndimage
 
+from cellseg.apis.config_helpers import checkpoint_classes, set_classes
 from cellseg.formats.hw3 import TIFF_SUFFIXES, HW3FormatError, read_image, tiff_shape
+from cellseg.formats.qupath_geojson import geojson_bytes, instances_to_geojson
+from cellseg.structures.label_images import class_map, paint_labels
 from cellseg.utils.fileio import atomic_write_bytes
 from cellseg.visualization.visualize import overlay_instances, palette_for, write_png
 
@@ -123,7 +128,8 @@ def load_model(config: str | os.PathLike, checkpoint: str | os.PathLike,
     """The config's detector with the checkpoint's weights, ready for ``predict_image``.
 
     The config's ``custom_imports`` (cellseg's modules, the checkpoint loader for torch >= 2.6)
-    are imported by ``Config.fromfile``; ``cfg_options`` override config keys as
+    are imported by ``Config.fromfile``; the heads are sized to the classes the checkpoint
+    remembers; ``cfg_options`` override config keys as
     ``--cfg-options`` does. A ``score_thr`` below the config's ``test_cfg.rcnn.score_thr`` lowers
     it, so the threshold asked for is the one applied.
     """
@@ -137,6 +143,11 @@ def load_model(config: str | os.PathLike, checkpoint: str | os.PathLike,
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.model.backbone.init_cfg = None  # the checkpoint holds every weight; nothing to fetch
+    classes = checkpoint_classes(checkpoint)
+    if classes is None:
+        raise ValueError(f'{checkpoint}: the checkpoint does not say which classes it was '
+                         'trained on (meta.dataset_meta.classes)')
+    set_classes(cfg, classes)
     rcnn = cfg.model.get('test_cfg', {}).get('rcnn')
     if score_thr is not None and rcnn is not None and rcnn.get('score_thr', 0) > score_thr:
         rcnn.score_thr = score_thr
@@ -186,39 +197,6 @@ def predict_image(model: torch.nn.Module, path: str | os.PathLike, score_thr: fl
 
 # ---- label images -------------------------------------------------------------------------------
 
-def paint_labels(crops: Sequence, scores: np.ndarray, shape: tuple[int, int]
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The label image of masks (``MaskCrop``s) and which detection each id is.
-
-    Returns ``(labels, index)``: ``labels`` HxW uint16 (uint32 past 65535 instances), ids 1..N
-    by decreasing score, higher score winning overlaps, instances left without pixels dropped;
-    ``index[i - 1]`` is the detection of id ``i``. Masks are painted one at a time into one
-    buffer, so memory holds the label image and the crops, never N full-size masks.
-    """
-    scores = np.asarray(scores, np.float64)
-    order = np.argsort(-scores, kind='stable')  # equal scores: the earlier detection wins
-    buf = np.zeros(shape, np.uint32)
-    for rank in range(len(order) - 1, -1, -1):  # lowest score first, so higher scores paint over
-        c = crops[order[rank]]
-        if c.pixels.size:
-            buf[c.y0:c.y1, c.x0:c.x1][c.pixels] = rank + 1
-    present = np.bincount(buf.ravel(), minlength=len(order) + 1)[1:] > 0
-    kept = np.flatnonzero(present)
-    lut = np.zeros(len(order) + 1, np.uint32)
-    lut[kept + 1] = np.arange(1, len(kept) + 1, dtype=np.uint32)
-    dtype = np.uint16 if len(kept) <= np.iinfo(np.uint16).max else np.uint32
-    return lut[buf].astype(dtype, copy=False), order[kept]
-
-
-def class_map(labels: np.ndarray, class_of_id: np.ndarray) -> np.ndarray:
-    """uint8 map of the 1-based class of each pixel's instance (0 = background);
-    ``class_of_id[i - 1]`` is the class of id ``i``."""
-    lut = np.concatenate([[0], np.asarray(class_of_id, np.int64)])
-    if lut.max(initial=0) > 255:
-        raise ValueError(f'class ids up to {lut.max()} do not fit a uint8 class map')
-    return lut.astype(np.uint8)[labels]
-
-
 def instance_rows(image_name: str, labels: np.ndarray, class_of_id: np.ndarray,
                   score_of_id: np.ndarray, class_names: Sequence[str]) -> list[dict]:
     """CSV rows (``CSV_COLUMNS``) of ids 1..N of ``labels``, measured on ``labels`` itself."""
@@ -263,6 +241,7 @@ class ImageOutputs:
     labels: Path
     classes: Path
     overlay: Path
+    geojson: Path
     rows: list[dict] = field(default_factory=list)
 
 
@@ -279,7 +258,12 @@ def write_image_outputs(out_dir: str | Path, name: str, image: np.ndarray, crops
         labels=atomic_write_bytes(out_dir / f'{name}_labels.tif', encode_tiff(ids)),
         classes=atomic_write_bytes(out_dir / f'{name}_classes.tif', encode_tiff(classes)),
         overlay=write_png(out_dir / f'{name}_overlay.png', overlay_instances(
-            image, ids, classes, class_of_id, class_names, palette)))
+            image, ids, classes, class_of_id, class_names, palette)),
+        geojson=atomic_write_bytes(out_dir / f'{name}.geojson', geojson_bytes(
+            instances_to_geojson(ids, [dict(instance_id=i + 1, class_id=int(c), score=float(sc))
+                                       for i, (c, sc) in enumerate(
+                                           zip(class_of_id, np.asarray(scores)[index]))],
+                                 class_names, palette))))
     outputs.rows = instance_rows(name, ids, class_of_id, np.asarray(scores)[index], class_names)
     return outputs
 

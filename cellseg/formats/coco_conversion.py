@@ -13,10 +13,13 @@ from cellseg.utils.fileio import atomic_write_json
 def build_train_coco(data_root: str | Path) -> dict:
     """COCO instances of every ``train/<name>/`` folder; image ids 1..N in folder-name order.
 
-    ``file_name`` is relative to ``data_root`` so configs point ``data_root`` at the data.
+    ``file_name`` is relative to ``data_root`` so configs point ``data_root`` at the data. The
+    categories are the data's classes (``hw3.data_classes``).
     """
     images, annotations = [], []
-    for image_id, sample in enumerate(hw3.list_train_samples(data_root), start=1):
+    samples = hw3.list_train_samples(data_root)
+    names = hw3.data_classes(data_root, samples)
+    for image_id, sample in enumerate(samples, start=1):
         (h, w), instances = hw3.convert_sample(sample)
         images.append(dict(id=image_id, file_name=f'train/{sample.name}/{hw3.IMAGE_FILE}',
                            height=h, width=w))
@@ -26,13 +29,13 @@ def build_train_coco(data_root: str | Path) -> dict:
                 segmentation=inst['segmentation'], area=inst['area'], bbox=inst['bbox'],
                 iscrowd=0))
     return dict(info=dict(description=f'HW3 train data of {Path(data_root).resolve()}'),
-                images=images, annotations=annotations, categories=hw3.categories())
+                images=images, annotations=annotations, categories=hw3.categories(names))
 
 
 def per_image_class_counts(coco: dict) -> np.ndarray:
     """(n_images, n_classes) instance counts, rows in ``coco['images']`` order."""
     row = {img['id']: i for i, img in enumerate(coco['images'])}
-    counts = np.zeros((len(coco['images']), len(hw3.CLASS_NAMES)), dtype=np.int64)
+    counts = np.zeros((len(coco['images']), len(coco['categories'])), dtype=np.int64)
     for ann in coco['annotations']:
         counts[row[ann['image_id']], ann['category_id'] - 1] += 1
     return counts
@@ -75,23 +78,37 @@ def subset(coco: dict, rows: np.ndarray) -> dict:
                 annotations=[a for a in coco['annotations'] if a['image_id'] in keep])
 
 
-def build_test_coco(data_root: str | Path) -> dict:
-    """Image-info COCO file of ``test_release/`` carrying the ids of the test id map."""
+def build_test_coco(data_root: str | Path,
+                    names: tuple[str, ...] | None = None) -> dict:
+    """Image-info COCO file of ``test_release/`` carrying the ids of the test id map; its
+    categories are ``names`` (the train data's classes), else ``classes.txt``'s, else HW3's."""
+    names = names or hw3.read_class_names(data_root) or hw3.CLASS_NAMES
     images = [dict(id=info.id, file_name=f'{hw3.TEST_DIR}/{info.file_name}', height=info.height,
                    width=info.width) for info in hw3.test_image_infos(data_root)]
     return dict(info=dict(description='HW3 test images (ids from test_image_name_to_ids.json)'),
-                images=images, annotations=[], categories=hw3.categories())
+                images=images, annotations=[], categories=hw3.categories(names))
 
 
 def convert(data_root: str | Path, out_dir: str | Path, folds: int = 5, seed: int = 0) -> dict:
     """Write ``train_all.json``, ``fold{k}_{train,val}.json`` and (if the id map exists)
-    ``test.json`` to ``out_dir``; return a summary for printing."""
+    ``test.json`` to ``out_dir``; return a summary for printing. A data root without ``train/``
+    but with the test id map (a checkpoint handed to someone with the test set only) gets
+    ``test.json`` alone."""
     start = time.perf_counter()
     data_root, out_dir = Path(data_root), Path(out_dir)
-    # the test map is checked first, so a broken map leaves no new train files beside an old
-    # test.json
-    test = build_test_coco(data_root) if (data_root / hw3.TEST_ID_MAP).is_file() else None
+    has_test = (data_root / hw3.TEST_ID_MAP).is_file()
+    if not (data_root / 'train').exists() and has_test:
+        test = build_test_coco(data_root)
+        path = atomic_write_json(out_dir / 'test.json', test)
+        return dict(images=0, instances=0, classes=[c['name'] for c in test['categories']],
+                    instances_per_class={}, images_without_instances=0,
+                    fold_instances_per_class=[], test_images=len(test['images']),
+                    written=[str(path)], seconds=time.perf_counter() - start, no_train=True)
+    if has_test:  # checked first: a broken map leaves no new train files beside an old test.json
+        hw3.test_image_infos(data_root)
     coco = build_train_coco(data_root)
+    names = tuple(c['name'] for c in coco['categories'])
+    test = build_test_coco(data_root, names) if has_test else None
     written = [atomic_write_json(out_dir / 'train_all.json', coco)]
     counts = per_image_class_counts(coco)
     fold_counts = []
@@ -106,8 +123,8 @@ def convert(data_root: str | Path, out_dir: str | Path, folds: int = 5, seed: in
         written.append(atomic_write_json(out_dir / 'test.json', test))
         test_images = len(test['images'])
     return dict(
-        images=len(coco['images']), instances=len(coco['annotations']),
-        instances_per_class=dict(zip(hw3.CLASS_NAMES, counts.sum(0).tolist())),
+        images=len(coco['images']), instances=len(coco['annotations']), classes=list(names),
+        instances_per_class=dict(zip(names, counts.sum(0).tolist())),
         images_without_instances=int((counts.sum(1) == 0).sum()),
         fold_instances_per_class=fold_counts, test_images=test_images,
-        written=[str(p) for p in written], seconds=time.perf_counter() - start)
+        written=[str(p) for p in written], seconds=time.perf_counter() - start, no_train=False)

@@ -35,7 +35,9 @@ from scipy import ndimage
 from cellseg.formats.problems import is_int, raise_problems, short_repr
 from cellseg.structures.rle import encode_instances
 
+# The competition's four classes; other data brings its own (``data_classes``).
 CLASS_NAMES = ('class1', 'class2', 'class3', 'class4')
+CLASSES_TXT = 'classes.txt'  # optional, in the data root: one class name a line, class1 first
 IMAGE_FILE = 'image.tif'
 TEST_DIR = 'test_release'
 TEST_ID_MAP = 'test_image_name_to_ids.json'
@@ -193,19 +195,23 @@ def read_image(path: str | Path, bgr: bool = False) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise HW3FormatError(f'{path}: image file not found')
+    flip = bgr
     if path.suffix.lower() in TIFF_SUFFIXES:
         pixels = _read_tiff(path)
     else:
         import cv2  # only non-TIFF images need OpenCV's decoders
 
+        # IMREAD_UNCHANGED keeps 16 bits and alpha, so the rules above apply as for a TIFF
+        # (cv2's colour decode, which mmcv uses, would divide 16-bit values by 256)
         pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if pixels is None:
             raise HW3FormatError(f'{path}: cannot decode image')
-        if pixels.ndim == 3 and pixels.shape[-1] >= 3:  # OpenCV decodes to BGR(A)
-            pixels = pixels[..., [2, 1, 0, 3][: pixels.shape[-1]]]
+        # OpenCV decodes to BGR(A): reversing it gives RGB, keeping it gives BGR, and
+        # to_rgb_uint8 does either in its one copy
+        flip = not bgr
     if pixels.ndim >= 2 and min(pixels.shape[:2]) == 0:
         raise HW3FormatError(f'{path}: image is empty (shape {pixels.shape})')
-    return to_rgb_uint8(pixels, path, bgr)
+    return to_rgb_uint8(pixels, path, flip)
 
 
 def read_instance_map(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
@@ -240,20 +246,53 @@ def read_instance_map(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def class_files(sample_dir: str | Path) -> dict[int, Path]:
-    """The ``classK.tif`` files of a train folder, by class id; unknown class numbers are errors."""
+    """The ``classK.tif`` files of a train folder, by class id (K >= 1)."""
     found: dict[int, Path] = {}
     for p in sorted(Path(sample_dir).iterdir()):
         m = _CLASS_FILE.match(p.name)
         if not m:
             continue
         k = int(m.group(1))
-        if not 1 <= k <= len(CLASS_NAMES):
-            raise HW3FormatError(f'{p}: unknown class file (classes are class1..class'
-                                 f'{len(CLASS_NAMES)})')
+        if k < 1:
+            raise HW3FormatError(f'{p}: unknown class file (classes are numbered from class1)')
         if k in found:
             raise HW3FormatError(f'{p}: class {k} given twice ({found[k].name} and {p.name})')
         found[k] = p
     return found
+
+
+def read_class_names(data_root: str | Path) -> tuple[str, ...] | None:
+    """The names in ``DATA_ROOT/classes.txt`` (one a line, blank lines skipped), or None when
+    the file is absent."""
+    path = Path(data_root) / CLASSES_TXT
+    if not path.is_file():
+        return None
+    names = tuple(line.strip() for line in path.read_text(encoding='utf-8').splitlines()
+                  if line.strip())
+    if not names:
+        raise HW3FormatError(f'{path}: names no class')
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise HW3FormatError(f'{path}: class names given twice: {", ".join(dupes)}')
+    return names
+
+
+def data_classes(data_root: str | Path, samples: list[TrainSample]) -> tuple[str, ...]:
+    """The classes of a data root: ``classes.txt``'s names, else ``class1..classK`` with K the
+    highest class file number found. A class file above the named classes is an error."""
+    names = read_class_names(data_root)
+    highest = max((k for s in samples for k in s.class_paths), default=0)
+    if names is None:
+        if highest == 0:
+            raise HW3FormatError(f'{Path(data_root) / "train"}: no class file in any folder and no '
+                                 f'{CLASSES_TXT}: the classes cannot be known')
+        return tuple(f'class{k}' for k in range(1, highest + 1))
+    for s in samples:
+        for k, path in s.class_paths.items():
+            if k > len(names):
+                raise HW3FormatError(f'{path}: class {k}, but {Path(data_root) / CLASSES_TXT} '
+                                     f'names {len(names)} classes')
+    return names
 
 
 def list_train_samples(data_root: str | Path) -> list[TrainSample]:
@@ -291,18 +330,9 @@ def iter_instances(labels: np.ndarray) -> Iterator[tuple[int, tuple[slice, slice
         yield int(i), slices[i - 1]
 
 
-def encode_instance_map(labels: np.ndarray) -> list[dict]:
-    """RLE-encode every instance of one id map: ``[{'id', 'segmentation', 'bbox', 'area'}]``.
-
-    All instances come from one column-major pass over the map's runs
-    (``cellseg.structures.rle.encode_instances``), not one full-image encode each; the output
-    equals pycocotools' encode of each full mask (tests/test_speed_equivalences.py).
-    """
-    return encode_instances(labels)
-
-
-def categories() -> list[dict]:
-    return [dict(id=i + 1, name=name) for i, name in enumerate(CLASS_NAMES)]
+def categories(names: tuple[str, ...] = CLASS_NAMES) -> list[dict]:
+    """COCO categories of ``names``: ids 1..K in order."""
+    return [dict(id=i + 1, name=name) for i, name in enumerate(names)]
 
 
 def convert_sample(sample: TrainSample) -> tuple[tuple[int, int], list[dict]]:
@@ -313,7 +343,9 @@ def convert_sample(sample: TrainSample) -> tuple[tuple[int, int], list[dict]]:
     shape = tiff_shape(sample.image_path)
     instances = []
     for k, path in sorted(sample.class_paths.items()):
-        for inst in encode_instance_map(read_instance_map(path, shape)):
+        # one column-major pass over the map's runs, not one full-image encode per instance;
+        # the same RLEs as that (tests/test_speed_equivalences.py)
+        for inst in encode_instances(read_instance_map(path, shape)):
             inst['category_id'] = k
             instances.append(inst)
     return shape, instances
