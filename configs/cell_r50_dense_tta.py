@@ -1,7 +1,8 @@
 # cell_r50_dense_tiled with test-time augmentation: the four flips (none, horizontal, vertical,
-# both) merged with their masks by cellseg/models/test_time_augs/mask_tta_model.py. Same weights as cell_r50_dense. Only
-# `tools/test.py ... --tta` uses tta_model and tta_pipeline; without it this config is
-# cell_r50_dense_tiled.
+# both) merged with their masks by cellseg/models/test_time_augs/mask_tta_model.py; all eight
+# symmetries of the square (flips and quarter turns): cell_r50_dense_tta8.py. Same weights as
+# cell_r50_dense. Only `tools/test.py ... --tta` uses tta_model and tta_pipeline; without it
+# this config is cell_r50_dense_tiled.
 _base_ = './cell_r50_dense_tiled.py'
 
 tta_model = dict(
@@ -13,7 +14,8 @@ tta_model = dict(
         vote_thr=0.5,
         # a cell found in fewer views ranks lower: the mean counts a missing view as 0
         score='mean',
-        max_per_img=1000))  # as model.test_cfg.rcnn.max_per_img
+        # merged views keep as many cells as one prediction does
+        max_per_img=_base_.model.test_cfg.rcnn.max_per_img))
 
 # cells have no up or down, so every flip is as valid a view as the original
 tta_pipeline = [
@@ -25,6 +27,7 @@ tta_pipeline = [
               dict(type='RandomFlip', prob=1., direction='horizontal'),
               dict(type='RandomFlip', prob=1., direction='vertical'),
               dict(type='RandomFlip', prob=1., direction='diagonal')],
+             # rot90: the quarter turns of a Rot90 view (cell_r50_dense_tta8.py), absent here
              [dict(type='PackDetInputs',
                    meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
-                              'flip', 'flip_direction'))]])]
+                              'flip', 'flip_direction', 'rot90'))]])]

@@ -3,7 +3,6 @@ keeping its own schedule shape, evaluated in the requested test modes."""
 from __future__ import annotations
 
 import copy
-
 import importlib.util
 from pathlib import Path
 
@@ -55,10 +54,12 @@ def test_ablations_each_leave_out_one_share_of_the_tuned_recipe() -> None:
 
     def without_roi_bounds(c: Config) -> dict:
         # the tuned training's RoI bounds (128 sampled, 16 mask positives per image) are
-        # training settings, not the dense model's
+        # training settings, and its tiling a test setting, not the dense model's
         model = copy.deepcopy(c.model.to_dict())
         model['roi_head'].pop('mask_pos_per_img', None)
         model['train_cfg']['rcnn']['sampler']['num'] = 512
+        assert model.pop('type') == 'TiledMaskRCNN' and model.pop('tile_cfg')['size'] == 512
+        model['type'] = 'MaskRCNN'
         return model
 
     assert any(t['type'] == 'RandomFlip' for t in pipeline(cfg['tuned']))
@@ -73,6 +74,22 @@ def test_ablations_each_leave_out_one_share_of_the_tuned_recipe() -> None:
     assert cfg['tuned-noflip'].model == cfg['tuned'].model
     assert training(cfg['tuned-noflip']) == training(cfg['tuned'])
     assert pipeline(cfg['tuned-noflip']) == pipeline(cfg['original'])
+
+
+@pytest.mark.parametrize('recipe', ['configs/cell_r50.py', 'configs/cell_r50_tuned.py'])
+def test_tiled_tta_config_keeps_the_recipes_detections_per_image(tmp_path, recipe) -> None:
+    accuracy = accuracy_module()
+    path = tmp_path / 'tiled_tta.py'
+    path.write_text(accuracy.tiled_tta_config(recipe))
+    cfg = Config.fromfile(str(path))
+    base = Config.fromfile(str(REPO / recipe))
+    src = Config.fromfile(str(REPO / accuracy.TUNED_TTA))
+    # the original recipe keeps 100 detections, the TTA config's parent 1000
+    assert cfg.tta_model.tta_cfg.max_per_img == base.model.test_cfg.rcnn.max_per_img
+    assert cfg.model.test_cfg == base.model.test_cfg and cfg.model.type == 'TiledMaskRCNN'
+    assert {k: v for k, v in cfg.tta_model.tta_cfg.items() if k != 'max_per_img'} == {
+        k: v for k, v in src.tta_model.tta_cfg.items() if k != 'max_per_img'}
+    assert cfg.tta_pipeline == src.tta_pipeline
 
 
 def test_options_are_checked() -> None:

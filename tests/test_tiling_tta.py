@@ -19,6 +19,7 @@ import torch
 from mmdet.models.detectors import MaskRCNN
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
+from mmdet.structures.bbox import bbox_flip
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
@@ -27,6 +28,7 @@ from test_configs import changed_keys
 
 import cellseg.datasets.transforms.load_cell_image_from_file  # noqa: F401  (registers LoadCellImageFromFile)
 from cellseg.apis.config_helpers import use_tta
+from cellseg.datasets.transforms.rot90 import Rot90
 from cellseg.evaluation.anchor_stats import (
     MMDET_DEFAULT_ANCHORS,
     anchor_iou,
@@ -39,14 +41,19 @@ from cellseg.models.detectors.tiled_mask_rcnn import (
     merge_tile_detections,
     tile_grid,
 )
-from cellseg.models.test_time_augs.mask_tta_model import MaskTTAModel, merge_views
+from cellseg.models.test_time_augs.mask_tta_model import MaskTTAModel, merge_views, to_original
 from cellseg.structures.mask_crops import (
     Detections,
     MaskCrop,
     crops_from_masks,
     crops_to_tensor,
+    flip_crop,
     intersection,
     rescale_detections,
+    rotate_boxes,
+    rotate_crop,
+    rotated_shape,
+    trim,
 )
 from cellseg.testing.demo_data import render_image
 
@@ -263,6 +270,162 @@ def test_mask_tta_returns_masks_and_flipping_the_input_flips_them(tmp_path: Path
     assert key(b, masks_b, flip=True) == key(a, masks_a, flip=False)
 
 
+# the eight symmetries of the square as the 8-view TTA makes them: a turn by k quarter turns
+# (np.rot90), then a flip in one of RandomFlip's directions
+VIEWS = [(k, d) for k in (0, 1) for d in (None, 'horizontal', 'vertical', 'diagonal')]
+
+
+def numpy_view(img: np.ndarray, k: int, direction: str | None) -> np.ndarray:
+    """``img`` (H, W, ...) as view ``(k, direction)`` sees it, by numpy alone."""
+    img = np.rot90(img, k)
+    if direction in ('horizontal', 'diagonal'):
+        img = img[:, ::-1]
+    if direction in ('vertical', 'diagonal'):
+        img = img[::-1]
+    return img
+
+
+def crop_key(c: MaskCrop) -> tuple:
+    return c.y0, c.x0, c.pixels.shape, c.pixels.tobytes()
+
+
+def box_of(c: MaskCrop) -> list[list[float]]:
+    return [[c.x0, c.y0, c.x1, c.y1]]
+
+
+def test_every_view_of_a_crop_and_its_inverse_is_the_identity() -> None:
+    height, width = 13, 20  # not square: a quarter turn swaps the sides
+    image = np.zeros((height, width), bool)
+    image[2:9, 3:15] = np.random.default_rng(0).random((7, 12)) < 0.6  # no symmetry
+    crop = trim(image)
+    box = np.array(box_of(crop), np.float32)
+    views = set()
+    for k, direction in VIEWS:
+        view = numpy_view(image, k, direction)
+        vh, vw = view.shape
+        assert (vh, vw) == rotated_shape(height, width, k)
+        got = rotate_crop(crop, height, width, k)
+        vbox = rotate_boxes(box, height, width, k)
+        if direction:
+            got = flip_crop(got, vh, vw, direction)
+            vbox = bbox_flip(torch.from_numpy(vbox), (vh, vw), direction).numpy()
+        # the helpers move the crop and its box as the image moves
+        assert crop_key(got) == crop_key(trim(view)), (k, direction)
+        assert vbox.tolist() == box_of(got), (k, direction)
+        # and back: unflip in the view, then turn back
+        back, back_box = got, vbox
+        if direction:
+            back = flip_crop(back, vh, vw, direction)
+            back_box = bbox_flip(torch.from_numpy(back_box), (vh, vw), direction).numpy()
+        back = rotate_crop(back, vh, vw, -k)
+        back_box = rotate_boxes(back_box, vh, vw, -k)
+        assert crop_key(back) == crop_key(crop), (k, direction)
+        assert back_box.tolist() == box.tolist(), (k, direction)
+        views.add((view.shape, view.tobytes()))
+    assert len(views) == 8  # eight different views
+    for k in (2, 3, -1):  # the other turns, as np.rot90 counts them
+        turned = rotate_crop(crop, height, width, k)
+        assert crop_key(turned) == crop_key(trim(np.rot90(image, k)))
+        assert rotate_boxes(box, height, width, k).tolist() == box_of(turned)
+        back = rotate_crop(turned, *rotated_shape(height, width, k), -k)
+        assert crop_key(back) == crop_key(crop)
+
+
+def test_each_view_of_the_8_view_pipeline_moves_a_marked_region_with_the_image(
+        tmp_path: Path) -> None:
+    """The config's transforms move a marked region; ``to_original`` (how ``MaskTTAModel`` maps
+    a view's predictions back) brings its crop and box in each view back where they were."""
+    height, width = 40, 64
+    rgb = np.zeros((height, width, 3), np.uint8)
+    rgb[5:12, 30:50] = 255
+    rgb[5:25, 30:36] = 255  # an L: no view maps it onto itself
+    rgb[30, 60] = 255
+    marked = trim(rgb[..., 0] > 0)
+    path = tmp_path / 'marked.tif'
+    tifffile.imwrite(path, rgb, photometric='rgb')
+    cfg = Config.fromfile(CONFIGS / 'cell_r50_dense_tta8.py')
+    data = Compose(cfg.tta_pipeline)(dict(img_path=str(path), img_id=0))
+    assert len(data['inputs']) == 8
+    views, turns = set(), []
+    for img, sample in zip(data['inputs'], data['data_samples']):
+        region = trim(img.numpy().any(axis=0))  # the region as the model sees it
+        assert tuple(sample.img_shape) == tuple(sample.ori_shape) == img.shape[1:]
+        dets = Detections(np.array(box_of(region), np.float32), np.ones(1, np.float32),
+                          np.zeros(1, np.int64), [region])
+        back, shape = to_original(dets, sample)
+        assert shape == (height, width)
+        assert crop_key(back.crops[0]) == crop_key(marked), sample.metainfo
+        assert back.bboxes.tolist() == box_of(marked), sample.metainfo
+        views.add(crop_key(region))
+        turns.append(sample.rot90)
+    assert len(views) == 8 and sorted(turns) == [0] * 4 + [1] * 4
+
+
+def test_rot90_turns_the_image_and_its_shapes_and_refuses_what_it_cannot_turn() -> None:
+    img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    out = Rot90(k=1).transform(dict(img=img, img_shape=(2, 3), ori_shape=(2, 3),
+                                    scale_factor=(2.0, 0.5),
+                                    homography_matrix=np.eye(3, dtype=np.float32)))
+    assert np.array_equal(out['img'], np.rot90(img)) and out['img'].flags.c_contiguous
+    assert out['img_shape'] == out['ori_shape'] == (3, 2) and out['rot90'] == 1
+    assert out['scale_factor'] == (0.5, 2.0)
+    # the centre of pixel (y 0, x 2) goes to pixel (y 0, x 0), as np.rot90 moves it
+    np.testing.assert_allclose(out['homography_matrix'] @ [2.5, 0.5, 1], [0.5, 0.5, 1])
+    back = Rot90(k=3).transform(out)
+    assert np.array_equal(back['img'], img) and back['rot90'] == 0
+    assert back['ori_shape'] == (2, 3) and back['scale_factor'] == (2.0, 0.5)
+    np.testing.assert_allclose(back['homography_matrix'], np.eye(3), atol=1e-6)
+    with pytest.raises(ValueError, match='k must be'):
+        Rot90(k=4)
+    with pytest.raises(ValueError, match='before RandomFlip'):
+        Rot90().transform(dict(img=img, flip=False))
+    with pytest.raises(ValueError, match='test images only'):
+        Rot90().transform(dict(img=img, gt_masks=np.zeros((1, 2, 3), bool)))
+
+
+def test_8_view_tta_turning_or_transposing_the_input_turns_the_merged_output(
+        tmp_path: Path) -> None:
+    """The eight views are a group: a turned (or transposed) image has the same views, so the
+    merged prediction of a model with random weights, not equivariant itself, turns with it."""
+    cfg = Config.fromfile(CONFIGS / 'cell_r50_dense_tta8.py')
+    height, width = 96, 128
+    rgba, _ = rendered(height, width, 12, seed=7)
+    inputs = {'x': rgba, 'turned': np.rot90(rgba), 'transposed': rgba.transpose(1, 0, 2)}
+    pipeline = Compose(cfg.tta_pipeline)
+    tta = MODELS.build(dict(cfg.tta_model, module=tiny_model(max_per_img=30)))
+    outs = {}
+    for i, (name, img) in enumerate(inputs.items()):
+        path = tmp_path / f'{name}.tif'
+        tifffile.imwrite(path, np.ascontiguousarray(img), photometric='rgb')
+        data = pseudo_collate([pipeline(dict(img_path=str(path), img_id=i))])
+        assert sorted(tuple(x[0].shape[1:]) for x in data['inputs']) == sorted(
+            [(height, width)] * 4 + [(width, height)] * 4)
+        with torch.no_grad():
+            (out,) = tta.test_step(data)
+        assert tuple(out.ori_shape) == img.shape[:2] and out.rot90 == 0
+        outs[name] = out.pred_instances
+
+    def rows(pred: InstanceData, move) -> list:
+        """(label, mask bytes, score, box) per instance, the mask moved by ``move``."""
+        masks = move(crops_to_tensor(crops_from_masks(pred.masks), *pred.masks[0]['size']))
+        return sorted((int(lab), m.numpy().tobytes(), float(s), b.tolist())
+                      for lab, s, m, b in zip(pred.labels, pred.scores, masks, pred.bboxes))
+
+    a = outs['x']
+    assert len(a) > 0 and a.masks[0]['size'] == [height, width]
+    # boxes move as points do: turning maps (x, y) to (y, width - x); transposing swaps them
+    x1, y1, x2, y2 = a.bboxes.unbind(1)
+    cases = {'turned': (lambda m: m.rot90(1, (1, 2)), (y1, width - x2, y2, width - x1)),
+             'transposed': (lambda m: m.transpose(1, 2), (y1, x1, y2, x2))}
+    for name, (move, box) in cases.items():
+        moved = InstanceData(labels=a.labels, scores=a.scores, masks=a.masks,
+                             bboxes=torch.stack(box, dim=1))
+        want, got = rows(moved, move), rows(outs[name], lambda m: m)
+        assert [r[:2] for r in got] == [r[:2] for r in want], name
+        np.testing.assert_allclose([r[2] for r in got], [r[2] for r in want], rtol=1e-5)
+        np.testing.assert_allclose([r[3] for r in got], [r[3] for r in want], atol=1e-3)
+
+
 def test_merge_views_votes_pixels_and_averages_scores() -> None:
     one = dets(((0, 0, 10, 10), 0.8, 0))
     two = dets(((0, 0, 10, 12), 0.6, 0), ((30, 30, 40, 40), 0.9, 1))
@@ -279,6 +442,27 @@ def test_use_tta_wraps_the_model_and_swaps_the_pipeline() -> None:
     assert cfg.test_dataloader.dataset.pipeline[1].type == 'TestTimeAug'
     with pytest.raises(ValueError, match='cell_r50.py: --tta needs tta_model and tta_pipeline'):
         use_tta(Config.fromfile(CONFIGS / 'cell_r50.py'))
+
+
+def test_8_view_config_adds_only_the_turn_and_tta_reads_its_detections_from_its_parent(
+        tmp_path: Path) -> None:
+    assert {k.split('[')[0] for k in changed_keys('cell_r50_dense_tta8.py',
+                                                  'cell_r50_dense_tta.py')} == {'tta_pipeline'}
+    cfg = Config.fromfile(CONFIGS / 'cell_r50_dense_tta8.py')
+    resize, turns, flips, pack = cfg.tta_pipeline[1].transforms
+    assert [(t.type, t.k) for t in turns] == [('Rot90', 0), ('Rot90', 1)]
+    assert [t.type for t in flips] == ['RandomFlip'] * 4 and 'rot90' in pack[0].meta_keys
+    use_tta(cfg)
+    assert cfg.model.type == 'MaskTTAModel' and cfg.model.module.type == 'TiledMaskRCNN'
+    # the TTA keeps its parent's number of detections per image, whatever that is
+    parent = tmp_path / 'parent.py'
+    parent.write_text(f"_base_ = {str(CONFIGS / 'cell_r50_dense_tiled.py')!r}\n"
+                      'model = dict(test_cfg=dict(rcnn=dict(max_per_img=77)))\n')
+    text = (CONFIGS / 'cell_r50_dense_tta.py').read_text()
+    assert "_base_ = './cell_r50_dense_tiled.py'" in text
+    child = tmp_path / 'tta.py'
+    child.write_text(text.replace("'./cell_r50_dense_tiled.py'", repr(str(parent))))
+    assert Config.fromfile(child).tta_model.tta_cfg.max_per_img == 77
 
 
 def test_dense_configs_change_only_what_they_say() -> None:

@@ -162,6 +162,46 @@ def flip_crop(crop: MaskCrop, height: int, width: int, direction: str) -> MaskCr
     return MaskCrop(pixels.copy(), y0, x0)
 
 
+def rotated_shape(height: int, width: int, k: int) -> tuple[int, int]:
+    """The shape of a ``height`` x ``width`` image turned ``k`` quarter turns."""
+    return (width, height) if k % 2 else (height, width)
+
+
+def rotate_crop(crop: MaskCrop, height: int, width: int, k: int) -> MaskCrop:
+    """``crop`` of a ``height`` x ``width`` image, in that image turned ``k`` quarter turns
+    counter-clockwise as ``np.rot90(image, k)`` turns it (a pixel permutation, no interpolation).
+
+    ``k`` counts modulo 4, so ``-k`` undoes ``k``: a crop of the turned image goes back with
+    ``rotate_crop(crop, *rotated_shape(height, width, k), -k)``.
+    """
+    k %= 4
+    if not crop.pixels.size or k == 0:
+        return crop
+    if k == 1:  # pixel (y, x) -> (width - 1 - x, y)
+        y0, x0 = width - crop.x1, crop.y0
+    elif k == 2:  # (y, x) -> (height - 1 - y, width - 1 - x)
+        y0, x0 = height - crop.y1, width - crop.x1
+    else:  # (y, x) -> (x, height - 1 - y)
+        y0, x0 = crop.x0, height - crop.y1
+    return MaskCrop(np.ascontiguousarray(np.rot90(crop.pixels, k)), y0, x0)
+
+
+def rotate_boxes(boxes: np.ndarray, height: int, width: int, k: int) -> np.ndarray:
+    """(N, 4) ``x1 y1 x2 y2`` boxes of a ``height`` x ``width`` image, in that image turned as
+    ``rotate_crop`` turns crops (``-k`` undoes ``k`` likewise). Boxes lie on pixel edges, so a
+    crop's box turns into the turned crop's box."""
+    x1, y1, x2, y2 = np.asarray(boxes, np.float32).reshape(-1, 4).T
+    k %= 4
+    if k == 0:
+        out = (x1, y1, x2, y2)
+    elif k == 1:  # point (x, y) -> (y, width - x)
+        out = (y1, width - x2, y2, width - x1)
+    elif k == 2:  # (x, y) -> (width - x, height - y)
+        out = (width - x2, height - y2, width - x1, height - y1)
+    else:  # (x, y) -> (height - y, x)
+        out = (height - y2, x1, height - y1, x2)
+    return np.stack(out, axis=1).astype(np.float32)
+
 
 @dataclass
 class Detections:

@@ -3,7 +3,9 @@
 mmdet's ``DetTTAModel`` un-flips and NMS-merges boxes and refuses predictions with masks.
 ``MaskTTAModel`` merges whole instances instead. Per image:
 
-1. every view's masks are un-flipped into the original image (boxes as ``DetTTAModel`` does);
+1. every view's boxes and masks are mapped back into the original image: un-flipped (boxes as
+   ``DetTTAModel`` does), then turned back when the view was turned by ``Rot90`` (exact pixel
+   permutations, ``cellseg.structures.mask_crops.rotate_crop``);
 2. instances are matched across views greedily by decreasing score: each unmatched instance
    takes, from every other view, the unmatched instance of the same class with the highest mask
    IoU, if that reaches ``match_iou`` (classes stay apart as in mmdet's per-class NMS);
@@ -16,7 +18,8 @@ Masks are binary votes, so any module works as it is (``MaskRCNN`` with tensor m
 ``TiledMaskRCNN`` with RLEs for large images); the merged masks keep the module's form.
 
 Configs switch it on the mmdet way: ``tta_model`` and ``tta_pipeline`` in the config (see
-``configs/cell_r50_dense_tta.py``), applied by ``use_tta`` (``tools/test.py --tta``).
+``configs/cell_r50_dense_tta.py``: the four flips; ``configs/cell_r50_dense_tta8.py``: the eight
+symmetries of the square), applied by ``use_tta`` (``tools/test.py --tta``).
 """
 from __future__ import annotations
 
@@ -37,6 +40,9 @@ from cellseg.structures.mask_crops import (
     areas,
     flip_crop,
     intersection,
+    rotate_boxes,
+    rotate_crop,
+    rotated_shape,
     trim,
 )
 
@@ -48,6 +54,29 @@ def unflip(dets: Detections, height: int, width: int, direction: str) -> Detecti
     boxes = bbox_flip(torch.from_numpy(dets.bboxes), (height, width), direction).numpy()
     return Detections(boxes, dets.scores, dets.labels,
                       [flip_crop(c, height, width, direction) for c in dets.crops])
+
+
+def unrotate(dets: Detections, height: int, width: int, k: int) -> Detections:
+    """Detections of a ``height`` x ``width`` view turned ``k`` quarter turns (``Rot90``) mapped
+    back to the unturned image."""
+    return Detections(rotate_boxes(dets.bboxes, height, width, -k), dets.scores, dets.labels,
+                      [rotate_crop(c, height, width, -k) for c in dets.crops])
+
+
+def to_original(dets: Detections, sample: DetDataSample) -> tuple[Detections, tuple[int, int]]:
+    """A view's detections in the original image, and that image's height and width.
+
+    A view is the original turned (``rot90`` quarter turns), then flipped; its predictions lie
+    in its ``ori_shape``, which the turn swapped, so they are unflipped there and then turned
+    back.
+    """
+    height, width = sample.ori_shape[:2]
+    if sample.metainfo.get('flip', False):
+        dets = unflip(dets, height, width, sample.flip_direction)
+    k = sample.metainfo.get('rot90', 0) % 4
+    if k:
+        dets = unrotate(dets, height, width, k)
+    return dets, rotated_shape(height, width, k)
 
 
 def vote(crops: Sequence[MaskCrop], vote_thr: float) -> MaskCrop:
@@ -114,10 +143,11 @@ class MaskTTAModel(DetTTAModel):
     ``tta_cfg`` keys (chosen in the config): ``match_iou`` (mask IoU making two views' instances
     one, default 0.5), ``vote_thr`` (share of a group's masks that must hold a pixel, default
     0.5), ``score`` (``'mean'`` over all views or ``'max'``, default ``'mean'``) and
-    ``max_per_img`` (default: no cap). Views may be flipped horizontally, vertically or both
-    (mmdet's ``RandomFlip`` directions) and resized (the module predicts in original
-    coordinates); each view's ``DetDataSample`` needs ``flip`` and ``flip_direction`` in its
-    metainfo (``PackDetInputs`` ``meta_keys``).
+    ``max_per_img`` (default: no cap). Views may be turned by quarter turns (``Rot90``), then
+    flipped horizontally, vertically or both (mmdet's ``RandomFlip`` directions), and resized
+    (the module predicts in its view's ``ori_shape``); each view's ``DetDataSample`` needs
+    ``flip`` and ``flip_direction`` in its metainfo (``PackDetInputs`` ``meta_keys``), and
+    ``rot90`` when turned.
     """
 
     def __init__(self, tta_cfg: dict | None = None, **kwargs) -> None:
@@ -135,8 +165,7 @@ class MaskTTAModel(DetTTAModel):
 
     def _merge_single_sample(self, data_samples: list[DetDataSample]) -> DetDataSample:
         first = data_samples[0]
-        height, width = first.ori_shape[:2]
-        views, as_tensor, device = [], False, 'cpu'
+        views, shapes, as_tensor, device = [], set(), False, 'cpu'
         for sample in data_samples:
             pred = sample.pred_instances
             if 'masks' not in pred:
@@ -144,14 +173,24 @@ class MaskTTAModel(DetTTAModel):
                                  '(use DetTTAModel for box-only detectors)')
             if isinstance(pred.masks, Tensor):
                 as_tensor, device = True, pred.masks.device
-            dets = Detections.from_instances(pred)
-            if sample.metainfo.get('flip', False):
-                dets = unflip(dets, height, width, sample.flip_direction)
+            dets, shape = to_original(Detections.from_instances(pred), sample)
             views.append(dets)
+            shapes.add(shape)
+        if len(shapes) > 1:
+            raise ValueError(f'MaskTTAModel: the views of {first.get("img_path")} turn back to '
+                             f'different images {sorted(shapes)}')
+        height, width = shapes.pop()
         merged = merge_views(views, self.merge_cfg['match_iou'], self.merge_cfg['vote_thr'],
                              self.merge_cfg['score'], self.merge_cfg['max_per_img'])
-        # as DetTTAModel: the first view's sample carries the result, now in unflipped coordinates
+        # as DetTTAModel: the first view's sample carries the result, now in the original frame
         first.set_metainfo(dict(flip=False, flip_direction=None))
+        k = first.metainfo.get('rot90', 0) % 4
+        if k:
+            meta = dict(rot90=0, ori_shape=(height, width),
+                        img_shape=rotated_shape(*first.img_shape[:2], k))
+            if k % 2 and 'scale_factor' in first:
+                meta['scale_factor'] = tuple(first.scale_factor[::-1])
+            first.set_metainfo(meta)
         first.pred_instances = merged.to_instances(height, width,
                                                    'tensor' if as_tensor else 'rle', device)
         return first
