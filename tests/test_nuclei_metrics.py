@@ -341,6 +341,38 @@ def test_detections_to_label_image():
     assert empty.shape == empty_cls.shape == (4, 5) and not empty.any()
 
 
+def test_crops_of_rles_equal_the_masks():
+    """The run-based decoder of cellseg.structures.label_images against pycocotools' masks:
+    runs that go on past a column's end, full columns, empty masks, str/bytes/list counts."""
+    from cellseg.structures.label_images import crops_of_masks, crops_of_rles, paint_labels
+
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 24, size=2))
+        masks = [rng.random((h, w)) < 0.3, np.zeros((h, w), bool), np.ones((h, w), bool)]
+        wrap = np.zeros((h, w), bool)  # the bottom of one column and the top of the next
+        wrap[int(rng.integers(0, h)):, 0] = True
+        if w > 1:
+            wrap[:int(rng.integers(1, h + 1)), 1:] = True
+        masks.append(wrap)
+        rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
+        rles[0]['counts'] = rles[0]['counts'].decode('ascii')
+        rles[2] = {'size': [h, w], 'counts': [0, h * w]}  # uncompressed, all foreground
+        for m, crop in zip(masks, crops_of_rles(rles)):
+            full = np.zeros((h, w), bool)
+            full[crop.y0:crop.y1, crop.x0:crop.x1] = crop.pixels
+            assert np.array_equal(full, m)
+            px = crop.pixels  # the tight rectangle: its edge rows and columns hold pixels
+            assert px.size == 0 or (px[0].any() and px[-1].any() and px[:, 0].any()
+                                    and px[:, -1].any())
+        scores = rng.random(len(masks))
+        from_rles = paint_labels(crops_of_rles(rles), scores, (h, w))
+        from_arrays = paint_labels(crops_of_masks(masks), scores, (h, w))
+        assert all(np.array_equal(a, b) for a, b in zip(from_rles, from_arrays))
+    with pytest.raises(ValueError, match='mask 1 has shape'):
+        crops_of_masks([np.zeros((3, 4), bool), np.zeros((4, 3), bool)])
+
+
 # ---- the folder command ---------------------------------------------------------------------
 
 def write_case(tmp_path: Path) -> tuple[Path, Path, Path, list[tuple[np.ndarray, ...]]]:

@@ -4,7 +4,9 @@ instances and the worst images side by side with their ground truth.
 ``write_eval_report(gt_json, results, out_dir, class_names, images_root)`` writes::
 
     per_class.md, per_class.csv   GT instances, predictions, mask AP and AP50 per class and mean
-                                  (pycocotools COCOeval at maxDets 100, as CodaBench counts)
+                                  (pycocotools COCOeval at maxDets 100, as CodaBench counts);
+                                  the nuclei metrics: PQ, DQ, SQ, AJI, Dice, mPQ, detection F1,
+                                  per-class PQ and F1 (in the CSV as the PQ and F1 columns)
     pr_curves.png                 precision over recall per class at IoU 0.5 (COCOeval's own
                                   interpolated precision, eval['precision'])
     confusion.png, confusion.csv  matched instances: rows = GT class + 'false positive',
@@ -18,6 +20,12 @@ score order, each matched to the unmatched GT instance of highest mask IoU, at l
 whatever the classes (a class mix-up then shows as a match off the diagonal instead of one miss
 plus one false positive). A match of the right class is correct; per-image F1 = 2 correct /
 (GT + predictions), 1 for an image with neither.
+
+Nuclei metrics (``cellseg.evaluation.nuclei_metrics``, HoVer-Net's definitions, as
+``CellCocoMetric`` logs them): the predictions scoring at least ``score_thr`` become one label
+image per image, overlaps resolved by score (the higher score keeps the pixel), as
+``tools/predict.py`` writes label images, and are scored against the ground truth's label
+images. Their pairing (IoU > 0.5; centroids within 12 px for F1) is theirs, not ``iou_thr``.
 """
 from __future__ import annotations
 
@@ -36,7 +44,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cellseg.evaluation.metrics.cell_coco_metric import average_precision
+from cellseg.evaluation.nuclei_metrics import coco_nuclei_metrics
 from cellseg.formats.hw3 import TEST_DIR, read_image
+from cellseg.structures.label_images import class_map, crops_of_rles, paint_labels
 from cellseg.utils.fileio import atomic_write_bytes
 from cellseg.visualization.visualize import (
     Color,
@@ -51,6 +61,9 @@ from cellseg.visualization.visualize import (
 MAX_DETS = 100  # the leaderboard's detections per image
 FALSE_POSITIVE = 'false positive'
 MISSED = 'missed'
+# (column, NucleiMetrics.summary() key) of the class-agnostic nuclei table
+NUCLEI_COLUMNS = (('PQ', 'pq'), ('DQ', 'dq'), ('SQ', 'sq'), ('AJI', 'aji'), ('Dice', 'dice'),
+                  ('mPQ', 'mpq'), ('F1 detection', 'f1_detection'))
 
 
 def _quiet_coco(gt_json: str | os.PathLike) -> COCO:
@@ -161,6 +174,49 @@ def table_markdown(rows: Sequence[dict], n_images: int) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def nuclei_summary(gt: COCO, dt: COCO, cat_ids: Sequence[int], score_thr: float
+                   ) -> dict[str, float]:
+    """``NucleiMetrics.summary()`` of the detections scoring >= ``score_thr`` against the ground
+    truth, as label images (rules in the module doc); classes 1..K follow ``cat_ids``."""
+    col = {c: k + 1 for k, c in enumerate(cat_ids)}
+    detections = {}
+    for img_id in gt.getImgIds():
+        anns = [a for a in dt.loadAnns(dt.getAnnIds(imgIds=[img_id]))
+                if a['category_id'] in col and a['score'] >= score_thr]
+        detections[img_id] = ([gt.annToRLE(a) for a in anns],
+                              np.array([a['score'] for a in anns], np.float64),
+                              np.array([col[a['category_id']] for a in anns], np.int64))
+    return coco_nuclei_metrics(gt, detections, cat_ids, score_thr=score_thr).summary()
+
+
+def add_nuclei_columns(rows: list[dict], summary: dict[str, float]) -> None:
+    """Give ``per_class_table``'s rows a PQ and an F1 column (HoVer-Net's type F1); the mean row
+    holds mPQ and the mean F1 over the classes that have one."""
+    for k, r in enumerate(rows[:-1], start=1):
+        r['PQ'], r['F1'] = summary[f'pq_class{k}'], summary[f'f1_class{k}']
+    rows[-1]['PQ'] = summary['mpq']
+    rows[-1]['F1'] = _nanmean([r['F1'] for r in rows[:-1]])
+
+
+def nuclei_markdown(summary: dict[str, float], rows: Sequence[dict], score_thr: float) -> str:
+    """The nuclei section of ``per_class.md``: the class-agnostic numbers, then PQ and F1 per
+    class (``rows`` after ``add_nuclei_columns``)."""
+    lines = [f"Nuclei metrics on {summary['n_images']} images (HoVer-Net's definitions): "
+             f'predictions scoring at least {score_thr:g} are painted into one label image per '
+             'image with overlaps resolved by score (the higher score keeps the pixel) and '
+             "compared with the ground truth's label images. PQ (= DQ x SQ, matches at IoU > "
+             "0.5), AJI and Dice are means over images; mPQ is CoNIC's (per-class counts pooled "
+             'over images); F1 pairs centroids within 12 px; n/a: a class neither side has.', '',
+             '| ' + ' | '.join(c for c, _ in NUCLEI_COLUMNS) + ' |',
+             '|' + '---:|' * len(NUCLEI_COLUMNS),
+             '| ' + ' | '.join(_fmt(summary[k]) for _, k in NUCLEI_COLUMNS) + ' |', '',
+             '| class | PQ | F1 |', '|---|---:|---:|']
+    for r in rows:
+        name = f"**{r['class']}**" if r['class'] == 'mean' else r['class']
+        lines.append(f"| {name} | {_fmt(r['PQ'])} | {_fmt(r['F1'])} |")
+    return '\n'.join(lines) + '\n'
+
+
 def _csv(rows: Sequence[dict], columns: Sequence[str]) -> bytes:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator='\n')
@@ -241,10 +297,7 @@ def _instance_maps(anns: Sequence[dict], gt: COCO, col: dict[int, int], shape: t
                    scored: bool) -> tuple[np.ndarray, np.ndarray]:
     """Label and class maps of annotations, painted like ``tools/predict.py`` paints them
     (higher score wins; GT, unscored, keeps the later annotation on overlaps)."""
-    from cellseg.apis.predict import class_map, paint_labels
-    from cellseg.structures.mask_crops import crop_from_rle
-
-    crops = [crop_from_rle(gt.annToRLE(a)) for a in anns]
+    crops = crops_of_rles([gt.annToRLE(a) for a in anns])
     scores = (np.array([a['score'] for a in anns]) if scored
               else np.arange(len(anns), dtype=np.float64))
     ids, index = paint_labels(crops, scores, shape)
@@ -254,9 +307,10 @@ def _instance_maps(anns: Sequence[dict], gt: COCO, col: dict[int, int], shape: t
 
 def worst_images_figure(per_image: Sequence[dict], gt: COCO, dt: COCO, cat_ids: Sequence[int],
                         class_names: Sequence[str], palette: Sequence[Color],
-                        images_root: str | os.PathLike, score_thr: float, n: int):
-    """A figure of the ``n`` images of lowest F1 (most GT first on ties): the image with GT
-    contours beside the image with predicted contours."""
+                        images_root: str | os.PathLike, score_thr: float, n: int,
+                        iou_thr: float = 0.5):
+    """A figure of the ``n`` images of lowest F1 (most GT first on ties, F1 of matches at mask
+    IoU >= ``iou_thr``): the image with GT contours beside the image with predicted contours."""
     col = {c: i for i, c in enumerate(cat_ids)}
     worst = sorted(per_image, key=lambda r: (r['f1'], -r['gt']))[:n]
     rows = []
@@ -275,7 +329,7 @@ def worst_images_figure(per_image: Sequence[dict], gt: COCO, dt: COCO, cat_ids: 
         rows.append((f"{Path(info['file_name']).name}\nF1 {r['f1']:.2f}", panels))
     return plot_gallery(rows, legend=list(zip(class_names, palette)),
                         title=f'Worst {len(rows)} images by F1 (score >= {score_thr:g}, '
-                              'mask IoU >= 0.5)')
+                              f'mask IoU >= {iou_thr:g})')
 
 
 def write_eval_report(gt_json: str | os.PathLike, results: str | os.PathLike | Sequence[dict],
@@ -300,11 +354,13 @@ def write_eval_report(gt_json: str | os.PathLike, results: str | os.PathLike | S
     written: dict[str, Path] = {}
 
     rows = per_class_table(ev, gt, dt, cat_ids, class_names)
+    nuclei = nuclei_summary(gt, dt, cat_ids, score_thr)
+    add_nuclei_columns(rows, nuclei)
     n_images = len(gt.getImgIds())
-    written['per_class.md'] = atomic_write_bytes(out / 'per_class.md',
-                                                 table_markdown(rows, n_images).encode())
-    written['per_class.csv'] = atomic_write_bytes(
-        out / 'per_class.csv', _csv(rows, ['class', 'gt_instances', 'predictions', 'AP', 'AP50']))
+    markdown = table_markdown(rows, n_images) + '\n' + nuclei_markdown(nuclei, rows, score_thr)
+    written['per_class.md'] = atomic_write_bytes(out / 'per_class.md', markdown.encode())
+    written['per_class.csv'] = atomic_write_bytes(out / 'per_class.csv', _csv(
+        rows, ['class', 'gt_instances', 'predictions', 'AP', 'AP50', 'PQ', 'F1']))
 
     i50 = int(np.argmin(np.abs(ev.params.iouThrs - 0.5)))
     m = ev.params.maxDets.index(MAX_DETS)
@@ -331,6 +387,7 @@ def write_eval_report(gt_json: str | os.PathLike, results: str | os.PathLike | S
 
     if images_root is not None and worst > 0:
         written['worst_images.png'] = save_figure(worst_images_figure(
-            per_image, gt, dt, cat_ids, class_names, palette, images_root, score_thr, worst),
+            per_image, gt, dt, cat_ids, class_names, palette, images_root, score_thr, worst,
+            iou_thr),
             out / 'worst_images.png')
     return written

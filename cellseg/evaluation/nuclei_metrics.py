@@ -342,58 +342,105 @@ class NucleiMetrics:
         return out
 
 
-def _decode_mask(mask: np.ndarray | Mapping) -> np.ndarray:
-    if isinstance(mask, Mapping):
-        from pycocotools import mask as mask_utils  # only RLE input needs pycocotools
-
-        h, w = (int(v) for v in mask['size'])
-        counts = mask['counts']
-        if isinstance(counts, list):  # uncompressed RLE
-            return mask_utils.decode(mask_utils.frPyObjects(dict(mask), h, w)).astype(bool)
-        counts = counts.encode('ascii') if isinstance(counts, str) else counts
-        return mask_utils.decode({'size': [h, w], 'counts': counts}).astype(bool)
-    m = np.asarray(mask)
-    if m.ndim != 2:
-        raise ValueError(f'a mask must be 2-D, got shape {m.shape}')
-    return m.astype(bool, copy=False)
-
-
 def detections_to_label_image(masks: Sequence[np.ndarray | Mapping], scores: Sequence[float],
                               labels: Sequence[int], score_thr: float = 0.5,
                               shape: tuple[int, int] | None = None, label_offset: int = 0
                               ) -> tuple[np.ndarray, np.ndarray]:
-    """(instance label image, class-of-pixel image) from detections, as a label image is made.
+    """(instance label image, class-of-pixel image) of the detections scoring >= ``score_thr``.
 
-    Detections scoring >= ``score_thr`` are painted in increasing score order, so the higher
-    score wins an overlapped pixel (equal scores: the earlier detection wins); instances left
-    without pixels are dropped; ids 1..N follow decreasing score (the rules of
-    ``cellseg/apis/predict.py``). ``masks``: HxW boolean arrays or pycocotools RLE dicts.
-    The class map holds ``label + label_offset`` (use 1 for MMDetection's 0-based labels);
-    class ids must come out >= 1, as 0 is background. ``shape`` is needed when no mask is given.
+    A thin wrapper of ``cellseg.structures.label_images`` (``paint_labels``, ``class_map``), so
+    the rules are those of ``tools/predict.py``'s label images: the higher score wins an
+    overlapped pixel (equal scores: the earlier detection wins), instances left without pixels
+    are dropped, ids 1..N follow decreasing score. ``masks``: HxW boolean arrays or pycocotools
+    RLE dicts. The uint8 class map holds ``label + label_offset`` (use 1 for MMDetection's
+    0-based labels); class ids must come out in 1..255, as 0 is background. ``shape`` is needed
+    when no mask is given.
     """
+    from cellseg.structures.label_images import class_map, crops_of_masks, label_image, mask_size
+
     scores = np.asarray(scores, np.float64).ravel()
     labels = np.asarray(labels, np.int64).ravel() + label_offset
     if not len(masks) == len(scores) == len(labels):
         raise ValueError(f'{len(masks)} masks, {len(scores)} scores and {len(labels)} labels')
     keep = np.flatnonzero(scores >= score_thr)
-    order = keep[np.argsort(-scores[keep], kind='stable')]
-    if order.size and labels[order].min() < 1:
+    if keep.size and labels[keep].min() < 1:
         raise ValueError('class ids must be >= 1 (0 is background): set label_offset=1 for '
                          '0-based labels')
-    buf = None if shape is None else np.zeros(tuple(shape), np.uint32)
-    for rank in range(len(order) - 1, -1, -1):  # lowest score first, higher scores paint over
-        mask = _decode_mask(masks[order[rank]])  # one at a time: never N full-size masks
-        buf = np.zeros(mask.shape, np.uint32) if buf is None else buf
-        if mask.shape != buf.shape:
-            raise ValueError(f'mask {order[rank]} has shape {mask.shape}, expected {buf.shape}')
-        buf[mask] = rank + 1
-    if buf is None:
-        raise ValueError('no mask to take the image shape from: pass shape')
-    kept = np.flatnonzero(np.bincount(buf.ravel(), minlength=order.size + 1)[1:])
-    lut = np.zeros(order.size + 1, np.uint32)
-    lut[kept + 1] = np.arange(1, kept.size + 1, dtype=np.uint32)
-    dtype = np.uint16 if kept.size <= np.iinfo(np.uint16).max else np.uint32
-    inst = lut[buf].astype(dtype)
-    class_lut = np.concatenate([[0], labels[order[kept]]])
-    cdtype = np.uint8 if class_lut.max() <= 255 else np.uint32
-    return inst, class_lut.astype(cdtype)[inst]
+    if shape is None:
+        if not len(masks):
+            raise ValueError('no mask to take the image shape from: pass shape')
+        shape = mask_size(masks[0])
+    crops = crops_of_masks([masks[i] for i in keep], shape)
+    inst, class_of_id, _ = label_image(crops, scores[keep], labels[keep], shape)
+    return inst, class_map(inst, class_of_id)
+
+
+# ---- COCO ground truth and detections -----------------------------------------------------------
+
+#: per image: (masks as COCO RLEs or HxW arrays, scores, class ids 1..K = place in cat_ids + 1)
+ImageDetections = tuple[Sequence, np.ndarray, np.ndarray]
+
+
+def coco_gt_instances(coco, img_id: int, cat_ids: Sequence[int]) -> tuple[list, np.ndarray]:
+    """(mask crops, class ids 1..K) of an image's ground-truth annotations of ``cat_ids`` (the
+    k-th category is class k + 1), in annotation order; crowd and ignored annotations, which
+    COCOeval does not count as instances, are left out. ``coco``: a pycocotools ``COCO``;
+    polygons, RLEs and uncompressed RLEs all pass through its ``annToRLE``."""
+    from cellseg.structures.label_images import crops_of_rles
+
+    col = {c: k + 1 for k, c in enumerate(cat_ids)}
+    anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
+            if a['category_id'] in col and not a.get('iscrowd', 0) and not a.get('ignore', 0)]
+    crops = crops_of_rles([coco.annToRLE(a) for a in anns])
+    return crops, np.array([col[a['category_id']] for a in anns], np.int64)
+
+
+def coco_nuclei_metrics(coco, detections: Mapping[int, ImageDetections], cat_ids: Sequence[int],
+                        img_ids: Sequence[int] | None = None, score_thr: float = 0.5,
+                        match_iou: float = 0.5, radius: float = 12.0,
+                        gt_cache: dict | None = None) -> NucleiMetrics:
+    """``NucleiMetrics`` of detections against a COCO ground truth, class maps included.
+
+    Each image (``img_ids``, default all of ``coco``) becomes a pair of label images as
+    ``tools/predict.py`` writes them: the detections scoring >= ``score_thr``, overlaps given to
+    the higher score (``cellseg.structures.label_images``); and the ground truth
+    (``coco_gt_instances``), where an overlap, which label-image data sets do not have, goes to
+    the later annotation. An image without detections is an empty prediction. Classes are
+    1..len(cat_ids), all reported. ``gt_cache``: a dict kept between calls on the same
+    ``coco``, holding each image's ground-truth label image (as its foreground pixels, so memory
+    follows the cells, not the images) so it is decoded and painted once.
+    """
+    from cellseg.structures.label_images import crops_of_masks, label_image
+
+    metrics = NucleiMetrics(classes=range(1, len(cat_ids) + 1), match_iou=match_iou,
+                            radius=radius)
+    empty: ImageDetections = ([], np.zeros(0), np.zeros(0, np.int64))
+    for img_id in sorted(coco.getImgIds()) if img_ids is None else img_ids:
+        info = coco.imgs[img_id]
+        shape = (int(info['height']), int(info['width']))
+        if gt_cache is not None and img_id in gt_cache:
+            fg, ids, gt_cls = gt_cache[img_id]
+            gt_lab = np.zeros(shape, ids.dtype)
+            gt_lab.ravel()[fg] = ids
+        else:
+            gt_crops, gt_classes = coco_gt_instances(coco, img_id, cat_ids)
+            # no scores: the later annotation keeps an overlapped pixel, as it is painted last
+            gt_lab, gt_cls, _ = label_image(
+                gt_crops, np.arange(len(gt_crops), dtype=np.float64), gt_classes, shape)
+            if gt_cache is not None:
+                fg = np.flatnonzero(gt_lab)
+                fg = fg.astype(np.int32) if gt_lab.size < 2 ** 31 else fg
+                gt_cache[img_id] = fg, gt_lab.ravel()[fg], gt_cls
+        masks, scores, classes = detections.get(img_id, empty)
+        scores = np.asarray(scores, np.float64).ravel()
+        keep = np.flatnonzero(scores >= score_thr)
+        try:
+            crops = crops_of_masks([masks[i] for i in keep], shape)
+        except ValueError as e:
+            raise ValueError(f'image {img_id} ({shape[0]}x{shape[1]} in the ground truth): {e}'
+                             ) from e
+        pred_lab, pred_cls, _ = label_image(crops, scores[keep],
+                                            np.asarray(classes, np.int64).ravel()[keep], shape)
+        metrics.add(gt_lab, pred_lab, dict(enumerate(gt_cls.tolist(), 1)),
+                    dict(enumerate(pred_cls.tolist(), 1)))
+    return metrics

@@ -13,10 +13,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import pycocotools.mask as mask_utils
 
-from cellseg.structures.mask_crops import EMPTY_CROP, MaskCrop, trim
-from cellseg.structures.rle import rle_string_counts
+from cellseg.structures.mask_crops import (
+    EMPTY_CROP,
+    MaskCrop,
+    crops_of_rles,
+    is_rle,
+    mask_size,
+    trim,
+)
 
 _UINT16_MAX = np.iinfo(np.uint16).max
 
@@ -57,83 +62,6 @@ def class_map(labels: np.ndarray, class_of_id: np.ndarray) -> np.ndarray:
     return lut.astype(np.uint8)[labels]
 
 
-def _is_rle(mask: object) -> bool:
-    return isinstance(mask, dict) or isinstance(mask, Mapping)  # dict first: the quick check
-
-
-def mask_size(mask: np.ndarray | Mapping) -> tuple[int, int]:
-    """(height, width) of the image a mask (HxW array or COCO RLE) lies in."""
-    if _is_rle(mask):
-        h, w = mask['size']
-        return int(h), int(w)
-    shape = np.shape(mask)
-    if len(shape) != 2:
-        raise ValueError(f'a mask must be 2-D, got shape {shape}')
-    return int(shape[0]), int(shape[1])
-
-
-def crops_of_rles(rles: Sequence[Mapping]) -> list[MaskCrop]:
-    """Crops of the COCO RLEs of one image (compressed, ``counts`` bytes or str, or uncompressed
-    lists), decoded together from their runs without any full-image array.
-
-    The work follows the runs (one per mask column, about) and the crops' areas, not the pixels
-    one by one: each foreground run, split at column ends, is a contiguous range of its crop
-    stored column by column, so ``pixels`` is a transposed (Fortran-ordered) view of one buffer
-    shared by the crops."""
-    if not rles:
-        return []
-    height, width = mask_size(rles[0])
-    if any([int(v) for v in r['size']] != [height, width] for r in rles):
-        raise ValueError('RLEs of one image must share one size')
-    counts, owner = rle_string_counts([
-        (mask_utils.frPyObjects(dict(r), height, width) if isinstance(r['counts'], list)
-         else r)['counts'] for r in rles])
-    if counts.size and counts.min() < 0:
-        raise ValueError('an RLE holds a negative run length')
-    n = len(rles)
-    if (np.bincount(owner, weights=counts, minlength=n) != height * width).any():
-        raise ValueError(f'an RLE does not cover its {height}x{width} image')
-    per_string = np.bincount(owner, minlength=n)
-    first = np.cumsum(per_string) - per_string
-    index = np.arange(counts.size) - np.repeat(first, per_string)  # place in its string
-    start = np.cumsum(counts) - counts
-    start -= np.repeat(start[first[per_string > 0]], per_string[per_string > 0])
-    fg = (index % 2 == 1) & (counts > 0)  # odd places are foreground runs
-    start, length, inst = start[fg], counts[fg], owner[fg]
-    out = [EMPTY_CROP] * n
-    if not inst.size:
-        return out
-    # column-major runs: split those that go on past a column's last row
-    first_col, last_col = start // height, (start + length - 1) // height
-    col, row0, row1 = first_col, start % height, (start + length - 1) % height + 1
-    pieces = last_col - first_col + 1
-    if (pieces > 1).any():
-        run = np.repeat(np.arange(inst.size), pieces)
-        col = first_col[run] + np.arange(run.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-        row0 = np.where(col == first_col[run], row0[run], 0)
-        row1 = np.where(col == last_col[run], row1[run], height)
-        inst = inst[run]
-    per_inst = np.bincount(inst, minlength=n)
-    nonempty = np.flatnonzero(per_inst)
-    group = (np.cumsum(per_inst) - per_inst)[nonempty]
-    y0, y1 = np.minimum.reduceat(row0, group), np.maximum.reduceat(row1, group)
-    x0, x1 = np.minimum.reduceat(col, group), np.maximum.reduceat(col, group) + 1
-    h, w = y1 - y0, x1 - x0
-    size = h * w
-    offset = np.cumsum(size) - size
-    g = np.repeat(np.arange(nonempty.size), per_inst[nonempty])
-    begin = offset[g] + (col - x0[g]) * h[g] + row0 - y0[g]
-    # runs of one crop never overlap: +1 at each start, -1 at each end, and a running sum
-    change = np.zeros(int(size.sum()) + 1, np.int8)
-    change[begin] += 1
-    change[begin + row1 - row0] -= 1
-    buf = np.cumsum(change[:-1], dtype=np.int8).view(bool)
-    for i, o, hk, wk, yk, xk in zip(nonempty.tolist(), offset.tolist(), h.tolist(), w.tolist(),
-                                    y0.tolist(), x0.tolist()):
-        out[i] = MaskCrop(buf[o:o + hk * wk].reshape(wk, hk).T, yk, xk)
-    return out
-
-
 def crops_of_masks(masks: Sequence[np.ndarray | Mapping],
                    shape: tuple[int, int] | None = None) -> list[MaskCrop]:
     """Crops of masks given as HxW arrays or COCO RLEs (mixed is fine), all of one image of
@@ -144,13 +72,13 @@ def crops_of_masks(masks: Sequence[np.ndarray | Mapping],
     for i, m in enumerate(masks):
         if mask_size(m) != shape:
             raise ValueError(f'mask {i} has shape {mask_size(m)}, expected {shape}')
-    is_rle = [_is_rle(m) for m in masks]
-    rle_index = [i for i, r in enumerate(is_rle) if r]
+    rle_flags = [is_rle(m) for m in masks]
+    rle_index = [i for i, r in enumerate(rle_flags) if r]
     out = [EMPTY_CROP] * len(masks)
     for i, crop in zip(rle_index, crops_of_rles([masks[i] for i in rle_index])):
         out[i] = crop
     for i, m in enumerate(masks):
-        if not is_rle[i]:
+        if not rle_flags[i]:
             out[i] = trim(np.asarray(m).astype(bool, copy=False))
     return out
 

@@ -9,7 +9,7 @@ tiled inference, mask TTA, label images and reports hold masks this way and conv
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -19,7 +19,7 @@ import torch
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from cellseg.structures.rle import encode_windows, rle_pixels
+from cellseg.structures.rle import encode_windows, rle_string_counts
 
 
 @dataclass(frozen=True)
@@ -74,26 +74,93 @@ def crops_from_tensor(masks: Tensor) -> list[MaskCrop]:
             if nonempty[i] else EMPTY_CROP for i in range(len(masks))]
 
 
-def crop_from_rle(rle: dict) -> MaskCrop:
-    """The crop of a COCO RLE (compressed, or uncompressed ``counts`` as a list), decoded from
-    its runs without a full-image array."""
-    h, w = (int(v) for v in rle['size'])
-    if isinstance(rle['counts'], list):
-        rle = mask_utils.frPyObjects(rle, h, w)
-    _, ys, xs = rle_pixels([rle])
-    if ys.size == 0:
-        return EMPTY_CROP
-    y0, x0 = int(ys.min()), int(xs.min())
-    pixels = np.zeros((int(ys.max()) + 1 - y0, int(xs.max()) + 1 - x0), bool)
-    pixels[ys - y0, xs - x0] = True
-    return MaskCrop(pixels, y0, x0)
+def is_rle(mask: object) -> bool:
+    return isinstance(mask, dict) or isinstance(mask, Mapping)  # dict first: the quick check
+
+
+def mask_size(mask: np.ndarray | Mapping) -> tuple[int, int]:
+    """(height, width) of the image a mask (HxW array or COCO RLE) lies in."""
+    if is_rle(mask):
+        h, w = mask['size']
+        return int(h), int(w)
+    shape = np.shape(mask)
+    if len(shape) != 2:
+        raise ValueError(f'a mask must be 2-D, got shape {shape}')
+    return int(shape[0]), int(shape[1])
+
+
+def crops_of_rles(rles: Sequence[Mapping]) -> list[MaskCrop]:
+    """Crops of the COCO RLEs of one image (compressed, ``counts`` bytes or str, or uncompressed
+    lists), decoded together from their runs without any full-image array.
+
+    The work follows the runs (one per mask column, about) and the crops' areas, not the pixels
+    one by one: each foreground run, split at column ends, is a contiguous range of its crop
+    stored column by column, so ``pixels`` is a transposed (Fortran-ordered) view of one buffer
+    shared by the crops."""
+    if not rles:
+        return []
+    height, width = mask_size(rles[0])
+    if any([int(v) for v in r['size']] != [height, width] for r in rles):
+        raise ValueError('RLEs of one image must share one size')
+    counts, owner = rle_string_counts([
+        (mask_utils.frPyObjects(dict(r), height, width) if isinstance(r['counts'], list)
+         else r)['counts'] for r in rles])
+    if counts.size and counts.min() < 0:
+        raise ValueError('an RLE holds a negative run length')
+    n = len(rles)
+    if (np.bincount(owner, weights=counts, minlength=n) != height * width).any():
+        raise ValueError(f'an RLE does not cover its {height}x{width} image')
+    per_string = np.bincount(owner, minlength=n)
+    first = np.cumsum(per_string) - per_string
+    index = np.arange(counts.size) - np.repeat(first, per_string)  # place in its string
+    start = np.cumsum(counts) - counts
+    start -= np.repeat(start[first[per_string > 0]], per_string[per_string > 0])
+    fg = (index % 2 == 1) & (counts > 0)  # odd places are foreground runs
+    start, length, inst = start[fg], counts[fg], owner[fg]
+    out = [EMPTY_CROP] * n
+    if not inst.size:
+        return out
+    # column-major runs: split those that go on past a column's last row
+    first_col, last_col = start // height, (start + length - 1) // height
+    col, row0, row1 = first_col, start % height, (start + length - 1) % height + 1
+    pieces = last_col - first_col + 1
+    if (pieces > 1).any():
+        run = np.repeat(np.arange(inst.size), pieces)
+        col = first_col[run] + np.arange(run.size) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+        row0 = np.where(col == first_col[run], row0[run], 0)
+        row1 = np.where(col == last_col[run], row1[run], height)
+        inst = inst[run]
+    per_inst = np.bincount(inst, minlength=n)
+    nonempty = np.flatnonzero(per_inst)
+    group = (np.cumsum(per_inst) - per_inst)[nonempty]
+    y0, y1 = np.minimum.reduceat(row0, group), np.maximum.reduceat(row1, group)
+    x0, x1 = np.minimum.reduceat(col, group), np.maximum.reduceat(col, group) + 1
+    h, w = y1 - y0, x1 - x0
+    size = h * w
+    offset = np.cumsum(size) - size
+    g = np.repeat(np.arange(nonempty.size), per_inst[nonempty])
+    begin = offset[g] + (col - x0[g]) * h[g] + row0 - y0[g]
+    # runs of one crop never overlap: +1 at each start, -1 at each end, and a running sum
+    change = np.zeros(int(size.sum()) + 1, np.int8)
+    change[begin] += 1
+    change[begin + row1 - row0] -= 1
+    buf = np.cumsum(change[:-1], dtype=np.int8).view(bool)
+    for i, o, hk, wk, yk, xk in zip(nonempty.tolist(), offset.tolist(), h.tolist(), w.tolist(),
+                                    y0.tolist(), x0.tolist()):
+        out[i] = MaskCrop(buf[o:o + hk * wk].reshape(wk, hk).T, yk, xk)
+    return out
+
+
+def crop_from_rle(rle: Mapping) -> MaskCrop:
+    """The crop of one COCO RLE (``crops_of_rles`` of a list of one)."""
+    return crops_of_rles([rle])[0]
 
 
 def crops_from_masks(masks: Tensor | Sequence[dict]) -> list[MaskCrop]:
     """Crops of predicted masks given as mmdet's tensor or as a list of COCO RLEs."""
     if isinstance(masks, Tensor):
         return crops_from_tensor(masks)
-    return [crop_from_rle(rle) for rle in masks]
+    return crops_of_rles(list(masks))
 
 
 def crop_to_rle(crop: MaskCrop, height: int, width: int) -> dict:
