@@ -16,8 +16,9 @@ model = dict(
     backbone=dict(frozen_stages=-1, norm_cfg=dict(type='BN', requires_grad=True),
                   norm_eval=False, init_cfg=None),
     # Same weights and losses as mmdet's heads, bounded memory when predicting (docs/speed.md):
-    # ChunkedRoIHead (cellseg/models/roi_heads/chunked_roi_head.py) extracts and runs RoIs in bounded chunks, and
-    # ChunkedMaskHead (cellseg/models/roi_heads/mask_heads/chunked_mask_head.py) pastes and encodes masks as RLEs a chunk at
+    # ChunkedRoIHead (cellseg/models/roi_heads/chunked_roi_head.py) extracts and runs RoIs in
+    # bounded chunks, and ChunkedMaskHead (cellseg/models/roi_heads/mask_heads/
+    # chunked_mask_head.py) pastes and encodes masks as RLEs a chunk at
     # a time (1000 detections of a 2500 px image never exist as 1000 full-size masks).
     # proposals in float32 when the layers run under a CPU bfloat16 autocast (mmcv's CPU nms
     # takes float32 only; cellseg/models/dense_heads/float32_proposal_rpn_head.py)

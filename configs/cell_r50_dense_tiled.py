@@ -1,4 +1,5 @@
-# cell_r50_dense predicting large images in overlapping tiles (cellseg/models/detectors/tiled_mask_rcnn.py).
+# cell_r50_dense predicting large images in overlapping tiles
+# (cellseg/models/detectors/tiled_mask_rcnn.py).
 # Same weights as cell_r50_dense: test its checkpoint with this config. `tile_cfg=None` in
 # --cfg-options predicts every image whole again.
 _base_ = './cell_r50_dense.py'

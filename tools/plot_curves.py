@@ -4,7 +4,8 @@
 
 Reads mmengine's WORK_DIR/*/vis_data/scalars.json (every run of the work dir, so a resumed run
 is one curve); the PNG goes to WORK_DIR/curves.png unless --out names another path.
-PlotCurvesHook (cellseg/engine/hooks/plot_curves_hook.py) writes the same picture at the end of training.
+PlotCurvesHook (cellseg/engine/hooks/plot_curves_hook.py) writes the same picture at the end of
+training.
 """
 from __future__ import annotations
 

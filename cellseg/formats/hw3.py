@@ -107,7 +107,8 @@ def load_id_map(path: str | Path) -> dict[int, ImageInfo]:
         ok = True
         name, image_id = e['file_name'], e['id']
         if not isinstance(name, str) or not name:
-            problems.append(f'entry {i}: file_name must be a non-empty string, got {short_repr(name)}')
+            problems.append(f'entry {i}: file_name must be a non-empty string, got '
+                            f'{short_repr(name)}')
             ok = False
         if not is_int(image_id):
             problems.append(f'entry {i}: id must be an int, got {short_repr(image_id)}')

@@ -10,7 +10,8 @@ The test set is described by ``test_image_name_to_ids.json``, a JSON list of
 MMDetection's ``CocoMetric(format_only=True, outfile_prefix=P)`` writes ``P.segm.json`` in exactly
 this format; ``tools/test.py`` loads it and hands it to :func:`write_submission`.
 
-This module depends only on the standard library, numpy, pycocotools, :mod:`cellseg.utils.fileio` and
+This module depends only on the standard library, numpy, pycocotools,
+:mod:`cellseg.utils.fileio` and
 :mod:`cellseg.structures.rle` (numpy only), so the checker can run without MMDetection installed.
 """
 from __future__ import annotations

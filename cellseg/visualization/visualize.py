@@ -146,7 +146,8 @@ def overlay_instances(image: np.ndarray, id_map: np.ndarray, class_map: np.ndarr
 def hw3_gt_overlay(sample: TrainSample, class_names: Sequence[str],
                    palette: Sequence[Color]) -> np.ndarray:
     """The ground truth of one HW3 train folder drawn straight from its ``classK.tif`` files
-    (read and checked by ``cellseg.formats.hw3``, not through a converted COCO file), so a conversion can
+    (read and checked by ``cellseg.formats.hw3``, not through a converted COCO file), so a
+    conversion can
     be checked by eye against its source. The legend counts the instances of each class."""
     image = read_image(sample.image_path)
     maps = {k: read_instance_map(p, image.shape[:2]) for k, p in sample.class_paths.items()}

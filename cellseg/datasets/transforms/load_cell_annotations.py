@@ -16,8 +16,8 @@ class LoadCellAnnotations(LoadAnnotations):
     512x512 image: 39 MB written twice), and the crop, filter and pack transforms after it copy
     them again. Here all RLEs of an image are parsed together into their foreground pixels
     (``cellseg.structures.rle.rle_pixels``), so loading costs what the cells cover and the
-    transforms after it work on coordinates (``cellseg.structures.sparse_masks``). The masks are the same
-    pixels: ``.masks`` gives the array ``LoadAnnotations`` would.
+    transforms after it work on coordinates (``cellseg.structures.sparse_masks``). The masks are
+    the same pixels: ``.masks`` gives the array ``LoadAnnotations`` would.
 
     Polygons, uncompressed RLEs, or an RLE whose size is not the image's go through
     ``LoadAnnotations`` unchanged (for the whole image).

@@ -34,7 +34,8 @@ class CpuAmpOptimWrapper(AmpOptimWrapper):
     ``optim_context`` differs from it. mmcv's CPU ``nms`` and ``RoIAlign`` take float32 only;
     the models cellseg registers give them float32 inside the autocast (``ChunkedRoIHead``,
     ``Float32ProposalRPNHead``). ``tools/train.py`` puts this wrapper in place of the configs'
-    ``AmpOptimWrapper`` on a CPU with native bfloat16 (``cellseg.apis.config_helpers.adapt_to_cpu``).
+    ``AmpOptimWrapper`` on a CPU with native bfloat16
+    (``cellseg.apis.config_helpers.adapt_to_cpu``).
     """
 
     def __init__(self, dtype: str | torch.dtype = 'bfloat16', **kwargs) -> None:
