@@ -15,9 +15,8 @@ from cellseg.visualization.visualize import plot_training_curves, save_figure
 class PlotCurvesHook(Hook):
     """Write ``WORK_DIR/<filename>`` (losses, learning rate, validation ``metric`` per epoch; see
     ``cellseg.visualization.visualize.plot_training_curves``) in ``after_run``, from the scalars
-    mmengine
-    logged under ``WORK_DIR/*/vis_data/scalars.json``. ``tools/plot_curves.py`` draws the same
-    picture of any work dir, during or after a run.
+    mmengine logged under ``WORK_DIR/*/vis_data/scalars.json``. ``tools/plot_curves.py`` draws
+    the same picture of any work dir, during or after a run.
     """
 
     # after LoggerHook and the rest: the last scalars are written by then
