@@ -147,7 +147,8 @@ def hw3_gt_overlay(sample: TrainSample, class_names: Sequence[str],
                    palette: Sequence[Color]) -> np.ndarray:
     """The ground truth of one HW3 train folder drawn straight from its ``classK.tif`` files
     (read and checked by ``cellseg.formats.hw3``, not through a converted COCO file), so a
-    conversion can be checked by eye against its source. The legend counts the instances of each class."""
+    conversion can be checked by eye against its source. The legend counts the instances of
+    each class."""
     image = read_image(sample.image_path)
     maps = {k: read_instance_map(p, image.shape[:2]) for k, p in sample.class_paths.items()}
     counts = [sum(1 for _ in iter_instances(maps[k])) if k in maps else 0
