@@ -1,8 +1,11 @@
 """The fast paths of benchmarks/speed.py give exactly what the plain ones give.
 
+The baselines are ``benchmarks/references.py``'s, the ones the benchmark times:
+
 - chunked paste + RLE (``ChunkedMaskHead``) == mmdet's ``FCNMaskHead`` + ``encode_mask_results``;
 - RoIs a chunk at a time (``ChunkedRoIHead``) == mmdet's ``StandardRoIHead``;
-- one-pass label-map encoding == ``cellseg.formats.hw3.encode_instance_map``;
+- one-pass label-map encoding (``encode_instances``) == one full-image pycocotools encode per
+  instance (``encode_instance_map_per_mask``);
 - RLE parsing to pixels == pycocotools' ``decode``;
 - ``SparseBitmapMasks`` / ``LoadCellAnnotations`` == ``BitmapMasks`` / ``LoadAnnotations``;
 - ``CellCocoMetric(backend='faster_coco_eval')`` == the pycocotools reference.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,17 @@ from cellseg.structures.rle import (
 )
 from cellseg.structures.sparse_masks import SparseBitmapMasks
 from cellseg.testing.demo_data import render_image
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # benchmarks/ is a package beside cellseg/, not installed
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.references import (  # noqa: E402  (needs the repository on the path)
+    coco_evaluate,
+    encode_instance_map_per_mask,
+    mmdet_roi_head,
+    set_mask_loader,
+)
 
 
 def _detections(seed: int, n: int, height: int, width: int):
@@ -91,7 +106,9 @@ def test_chunked_roi_head_predicts_what_standard_roi_head_predicts() -> None:
     torch.manual_seed(0)
     chunked = MODELS.build(dict(roi_cfg, bbox_chunk=7, mask_chunk=5)).eval()
     assert type(chunked) is ChunkedRoIHead
-    plain = MODELS.build(dict(roi_cfg, type='StandardRoIHead')).eval()
+    # mmdet's RoI head, with the same (chunked) mask head: the RoI chunks alone are compared
+    plain = MODELS.build(mmdet_roi_head(roi_cfg, mask_head=False)).eval()
+    assert type(plain).__name__ == 'StandardRoIHead'
     plain.load_state_dict(chunked.state_dict())
     gen = torch.Generator().manual_seed(1)
     feats = tuple(torch.randn(2, 32, 64 // s, 64 // s, generator=gen) for s in (1, 2, 4, 8, 16))
@@ -172,25 +189,21 @@ def test_encode_windows_joins_runs_across_columns() -> None:
         assert encode_windows(windows, np.zeros(4, int), x0, height, width) == want
 
 
-def encode_instance_map_per_mask(labels: np.ndarray) -> list[dict]:
-    """The reference: one pycocotools encode of each instance's full-image mask."""
-    out = []
-    for inst_id in np.unique(labels[labels != 0]).tolist():
-        rle = mask_utils.encode(np.asfortranarray(labels == inst_id, dtype=np.uint8))
-        out.append(dict(id=inst_id, segmentation=dict(size=rle['size'],
-                                                      counts=rle['counts'].decode('ascii')),
-                        bbox=[float(v) for v in mask_utils.toBbox(rle)],
-                        area=float(mask_utils.area(rle))))
-    return out
-
-
-def test_label_map_encoding_equals_encode_instance_map() -> None:
+def test_label_map_encoding_equals_the_per_mask_reference() -> None:
+    """The run-based encoder of the converter (and the demo data) gives, instance by instance,
+    what one full-image pycocotools encode each gives (the convert item's baseline)."""
     _, ids, _ = render_image(np.random.default_rng(3), 300, 320, 300)  # past 255 instances
     ids[:, -1] = 500  # a column-long instance at the border, and a sparse large id
     ids[0, :40] = 77
-    assert encode_instances(ids) == encode_instance_map_per_mask(ids)
-    assert hw3.encode_instance_map(ids) == encode_instance_map_per_mask(ids)
+    want = encode_instance_map_per_mask(ids)
+    assert len(want) == len(set(np.unique(ids).tolist()) - {0})
+    assert encode_instances(ids) == want
+    # as the converter meets them: one class file of an image, ids with gaps
+    _, ids, class_of_id = render_image(np.random.default_rng(9), 90, 110, 40)
+    one_class = np.where(class_of_id[ids] == class_of_id[ids].max(), ids, 0)
+    assert encode_instances(one_class) == encode_instance_map_per_mask(one_class)
     assert encode_instances(np.zeros((5, 4), np.int64)) == []
+    assert encode_instance_map_per_mask(np.zeros((5, 4), np.int64)) == []
     found, _ = encode_label_map(ids)
     assert found.tolist() == sorted(set(np.unique(ids).tolist()) - {0})
 
@@ -274,7 +287,8 @@ def test_load_cell_annotations_equals_load_annotations(tiny_root, tiny_ann) -> N
             if crop:
                 next(t for t in ds.pipeline if t.type == 'RandomCrop').crop_size = crop
         # the configs load with LoadCellAnnotations; mmdet's LoadAnnotations is the reference
-        next(t for t in plain.pipeline if t.type == 'LoadCellAnnotations').type = 'LoadAnnotations'
+        set_mask_loader(plain.pipeline, 'LoadAnnotations')
+        assert any(t.type == 'LoadCellAnnotations' for t in cell.pipeline)
         plain, cell = DATASETS.build(plain), DATASETS.build(cell)
         for i in range(len(plain)):
             np.random.seed(i)
@@ -322,23 +336,12 @@ def _eval_case(tmp_path) -> tuple[str, list[dict]]:
 @pytest.mark.parametrize('iou_type', ['segm', 'bbox'])
 def test_faster_coco_eval_equals_pycocotools(tmp_path, iou_type: str) -> None:
     pytest.importorskip('faster_coco_eval')
-    from mmengine.logging import MMLogger
-
-    from cellseg.evaluation.metrics.cell_coco_metric import CellCocoMetric
-
     gt_path, preds = _eval_case(tmp_path)
     if iou_type == 'bbox':  # as mmdet's bbox results file holds them
         preds = [dict({k: v for k, v in p.items() if k != 'segmentation'},
                       bbox=mask_utils.toBbox(p['segmentation']).tolist()) for p in preds]
-    out = {}
-    for backend in ('pycocotools', 'faster_coco_eval'):
-        metric = CellCocoMetric(ann_file=gt_path, metric=[iou_type], classwise=True,
-                                backend=backend)
-        metric.dataset_meta = dict(classes=hw3.CLASS_NAMES)
-        metric.cat_ids = metric._coco_api.get_cat_ids(cat_names=hw3.CLASS_NAMES)
-        metric.img_ids = metric._coco_api.get_img_ids()
-        out[backend] = metric._evaluate(iou_type, copy.deepcopy(preds),
-                                        MMLogger.get_current_instance())
+    out = {backend: coco_evaluate(gt_path, preds, backend, iou_type, classwise=True)[0]
+           for backend in ('pycocotools', 'faster_coco_eval')}
     ref, fast = out['pycocotools'], out['faster_coco_eval']
     assert list(fast) == list(ref)
     # the case tells maxDets 100 and 1000 apart

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from cellseg.formats.hw3 import CLASS_NAMES, IMAGE_FILE, TEST_DIR, TEST_ID_MAP, encode_instance_map
+from cellseg.formats.hw3 import CLASS_NAMES, IMAGE_FILE, TEST_DIR, TEST_ID_MAP
+from cellseg.structures.rle import encode_instances
 from cellseg.testing.synthetic_cells import render_image
 from cellseg.utils.fileio import atomic_write_json
 
@@ -171,7 +172,7 @@ def _write_test(out: Path, spec: _ImageSpec, image_id: int, rng: np.random.Gener
     anns = []
     counts = np.zeros(len(CLASS_NAMES), np.int64)
     for k in range(1, len(CLASS_NAMES) + 1):
-        for inst in encode_instance_map(np.where(class_of_id[ids] == k, ids, 0)):
+        for inst in encode_instances(np.where(class_of_id[ids] == k, ids, 0)):
             anns.append(dict(image_id=image_id, category_id=k, segmentation=inst['segmentation'],
                              area=inst['area'], bbox=inst['bbox'], iscrowd=0))
             counts[k - 1] += 1
