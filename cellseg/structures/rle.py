@@ -109,7 +109,7 @@ def encode_label_map(labels: np.ndarray) -> tuple[np.ndarray, list[dict]]:
 
 
 def encode_instances(labels: np.ndarray) -> list[dict]:
-    """What ``cellseg.formats.hw3.encode_instance_map`` returns, ``[{'id', 'segmentation', 'bbox',
+    """The instances of an id map, ``[{'id', 'segmentation', 'bbox',
     'area'}]`` by increasing id with ``counts`` as str, from one pass over the map."""
     ids, owner, starts, lengths = _label_map_runs(labels)
     if not ids.size:
