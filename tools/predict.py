@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f'{s.images} images, {s.instances} instances scoring >= {args.score_thr} ('
           + ', '.join(f'{k} {v}' for k, v in s.per_class.items()) + f') in {s.seconds:.1f} s')
-    print(f'wrote <stem>_labels.tif, <stem>_classes.tif, <stem>_overlay.png and {s.csv.name} '
+    print(f'wrote <stem>_labels.tif, _classes.tif, _overlay.png, <stem>.geojson and {s.csv.name} '
           f'to {args.out_dir}')
     return 0
 
