@@ -33,17 +33,30 @@ esac
 die() { echo "setup: error: $*" >&2; exit 1; }
 
 # One python call for everything the mmcv build depends on: torch's version, the CUDA it was
-# built with ("none" for a CPU build) and the compute capabilities of the visible GPUs.
+# built with ("none" for a CPU build), the compute capabilities of the visible GPUs and the C++
+# standard torch's headers need (ATen.h stops a compiler below it: "C++20 or later compatible
+# compiler is required" from torch 2.14 on, C++17 before).
 probe_torch() {
   "$1" - <<'EOF'
+import os
+import re
+
 import torch
+
+cxx = 17
+try:
+    with open(os.path.join(os.path.dirname(torch.__file__), 'include', 'ATen', 'ATen.h')) as f:
+        found = re.search(r'C\+\+(\d+) or later', f.read())
+    cxx = int(found.group(1)) if found else cxx
+except OSError:
+    pass
 
 caps = set()
 if torch.version.cuda:
     caps = {'%d.%d' % torch.cuda.get_device_capability(i)
             for i in range(torch.cuda.device_count())}
 caps = sorted(caps, key=lambda c: tuple(map(int, c.split('.'))))
-print(torch.__version__, torch.version.cuda or 'none', ';'.join(caps) or 'none')
+print(torch.__version__, torch.version.cuda or 'none', ';'.join(caps) or 'none', cxx)
 EOF
 }
 
@@ -119,13 +132,22 @@ check_arch_supported() {
 decide_mmcv() {
   local probe
   probe=$(probe_torch "$1") || die "$1 cannot report its torch (see the error above)"
-  read -r TORCH TORCH_CUDA GPU_CAPS <<<"${probe##*$'\n'}"  # last line: a site hook may print
+  read -r TORCH TORCH_CUDA GPU_CAPS TORCH_CXX <<<"${probe##*$'\n'}"  # last: a site hook may print
   MMCV_ENV=(MMCV_WITH_OPS=1 "MAX_JOBS=${MAX_JOBS:-$(nproc)}")
   MMCV_PIP_ARGS=(--no-build-isolation)
   if [ "$TORCH_CUDA" = none ]; then
     decide_mmcv_cpu
   else
     decide_mmcv_cuda
+  fi
+  # mmcv 2.1.0's setup.py passes -std=c++17 to g++ and nvcc on Linux (torch then adds none of its
+  # own), so against a torch needing C++20 every file stops at ATen.h's #error. The one change
+  # this script makes to mmcv: those two flags name torch's standard instead.
+  MMCV_CXX_STD=
+  if [ "${TORCH_CXX:-17}" -gt 17 ]; then
+    MMCV_CXX_STD=$TORCH_CXX
+    echo "setup: torch $TORCH needs C++$TORCH_CXX but mmcv 2.1.0's setup.py compiles with" \
+      "-std=c++17: its source is fetched and built with -std=c++$TORCH_CXX, the only change"
   fi
 }
 
@@ -188,7 +210,33 @@ print_mmcv_plan() {
   for var in "${MMCV_ENV[@]}" ${PIP_FIND_LINKS:+"PIP_FIND_LINKS=$PIP_FIND_LINKS"}; do
     echo "setup: mmcv env: $var"
   done
+  [ -z "$MMCV_CXX_STD" ] || echo "setup: mmcv patch: setup.py -std=c++17 -> -std=c++$MMCV_CXX_STD"
   echo "setup: mmcv install: $VENV/bin/python -m pip install ${MMCV_PIP_ARGS[*]} $MMCV_REQ"
+}
+
+# Sets MMCV_SRC to what pip installs: the requirement itself, or (MMCV_CXX_STD set) its sdist
+# unpacked under $VENV with setup.py's two -std=c++17 flags changed, refusing a setup.py that
+# does not hold exactly those two lines (another mmcv release needs its own look).
+fetch_mmcv_source() {
+  MMCV_SRC=$MMCV_REQ
+  [ -n "$MMCV_CXX_STD" ] || return 0
+  local dir lines="extra_compile_args\['(cxx|nvcc)'\] \+?= \['-std=c\+\+"
+  rm -rf "$VENV/mmcv-src"
+  mkdir -p "$VENV/mmcv-src"
+  dir=$(cd "$VENV/mmcv-src" && pwd)
+  pip download -q --no-deps --no-binary :all: --no-build-isolation -d "$dir" "$MMCV_REQ"
+  tar -xzf "$dir"/mmcv-*.tar.gz -C "$dir"
+  local setup_py
+  setup_py=$(echo "$dir"/mmcv-*/setup.py)
+  [ -f "$setup_py" ] || die "the $MMCV_REQ sdist fetched into $dir holds no setup.py"
+  [ "$(grep -cE "^ +${lines}17'\]$" "$setup_py")" = 2 ] ||
+    die "$setup_py does not pass -std=c++17 in the two lines this script changes" \
+      "(extra_compile_args['cxx'] = [...], extra_compile_args['nvcc'] += [...]): look at it"
+  sed -i -E "s/^( +${lines})17'\]$/\1$MMCV_CXX_STD']/" "$setup_py"
+  [ "$(grep -cE "^ +${lines}${MMCV_CXX_STD}'\]$" "$setup_py")" = 2 ] ||
+    die "changing -std=c++17 to -std=c++$MMCV_CXX_STD in $setup_py failed"
+  echo "setup: $setup_py now compiles with -std=c++$MMCV_CXX_STD"
+  MMCV_SRC=${setup_py%/setup.py}
 }
 
 # RoIAlign and nms on small tensors on the GPU: the compiled CUDA ops every Mask R-CNN step uses.
@@ -265,7 +313,8 @@ if [ "$KEEP_TORCH" = 0 ]; then
 fi
 
 print_mmcv_plan
-(export "${MMCV_ENV[@]}"; pip install "${MMCV_PIP_ARGS[@]}" "$MMCV_REQ")
+fetch_mmcv_source
+(export "${MMCV_ENV[@]}"; pip install "${MMCV_PIP_ARGS[@]}" "$MMCV_SRC")
 grep -v -e '^torch==' -e '^mmcv==' -e '^setuptools==' -e '^#' -e '^$' requirements.txt \
   > "$VENV/requirements-rest.txt"
 pip install -q -r "$VENV/requirements-rest.txt"

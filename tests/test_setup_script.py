@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TOOLS = ('bash', 'cat', 'dirname', 'grep', 'head', 'nproc', 'readlink', 'sed', 'touch', 'tr')
+TOOLS = ('bash', 'cat', 'dirname', 'grep', 'gzip', 'head', 'mkdir', 'nproc', 'readlink', 'rm',
+         'sed', 'tar', 'touch', 'tr')
 NVCC13_ARCHS = 'compute_75 compute_80 compute_86 compute_89 compute_90 compute_100 compute_120'
 LOGGED_ENV = ('MMCV_WITH_OPS', 'FORCE_CUDA', 'TORCH_CUDA_ARCH_LIST', 'CUDA_HOME', 'PIP_FIND_LINKS')
 
@@ -72,6 +73,10 @@ FAKE_VENV_PYTHON = '''\
 #!/bin/sh
 if [ "$1" = -m ] && [ "$2" = pip ]; then
   echo "$*{logged_env}" >> {log}
+  if [ "$3" = download ] && [ -n "${{FAKE_SDIST:-}}" ]; then  # the sdist into the -d folder
+    while [ "$1" != -d ]; do shift; done
+    {cp} "$FAKE_SDIST" "$2"
+  fi
   exit 0
 fi
 if [ "$1" = - ]; then
@@ -129,12 +134,27 @@ class Sandbox:
         return path
 
     def torch(self, version: str, cuda: str | None = None, caps: tuple = (),
-              in_venv: bool = False) -> None:
-        """A fake torch for python3 (or, ``in_venv``, for the venv only)."""
+              in_venv: bool = False, cxx: int | None = None) -> None:
+        """A fake torch for python3 (or, ``in_venv``, for the venv only); ``cxx``: the C++
+        standard its ATen.h demands, as torch's own header says it."""
         pkg = (self.venv_site if in_venv else self.site) / 'torch'
         pkg.mkdir()
         (pkg / '__init__.py').write_text(
             FAKE_TORCH.format(version=version, cuda=cuda, count=len(caps), caps=list(caps)))
+        if cxx:
+            (pkg / 'include' / 'ATen').mkdir(parents=True)
+            (pkg / 'include' / 'ATen' / 'ATen.h').write_text(
+                f'#pragma once\n#if !defined(_MSC_VER) && __cplusplus < 20{cxx - 20 or ""}02L\n'
+                f'#error C++{cxx} or later compatible compiler is required to use ATen.\n#endif\n')
+
+    def sdist(self, setup_py: str) -> Path:
+        """An mmcv-2.1.0.tar.gz holding ``setup_py``, which the fake pip downloads."""
+        src = self.root / 'sdist-src' / 'mmcv-2.1.0'
+        src.mkdir(parents=True)
+        (src / 'setup.py').write_text(setup_py)
+        tarball = self.root / 'mmcv-2.1.0.tar.gz'
+        subprocess.run(['tar', '-czf', tarball, '-C', src.parent, src.name], check=True)
+        return tarball
 
     def nvcc(self, release: str, on_path: bool = True, archs: str = NVCC13_ARCHS,
              headers: bool = True) -> Path:
@@ -203,7 +223,11 @@ class Result:
 
     def mmcv_pip_call(self) -> tuple[str, dict[str, str]]:
         """The logged pip install of mmcv: its arguments and the environment it ran in."""
-        [call] = [c for c in self.calls if c.startswith('-m pip install') and 'mmcv==' in c]
+        return self.mmcv_pip_call_of('mmcv==')
+
+    def mmcv_pip_call_of(self, source: str) -> tuple[str, dict[str, str]]:
+        """The logged pip install of ``source`` (what names mmcv), as ``mmcv_pip_call``."""
+        [call] = [c for c in self.calls if c.startswith('-m pip install') and source in c]
         args, *env = call.split(' | ')
         return args, dict(e.partition('=')[::2] for e in env)
 
@@ -434,3 +458,58 @@ def test_full_cuda_run_without_a_gpu_skips_the_gpu_check(box: Sandbox) -> None:
 
 def test_setup_script_parses() -> None:
     subprocess.run(['bash', '-n', str(REPO / 'scripts' / 'setup.sh')], check=True)
+
+
+# --- a torch whose headers need C++20 (2.14 on) -----------------------------------------------
+
+# the lines of mmcv 2.1.0's setup.py that choose the C++ standard (Linux), with their neighbours
+MMCV_SETUP_PY = """\
+        if platform.system() != 'Windows':
+            if parse_version(torch.__version__) <= parse_version('1.12.1'):
+                extra_compile_args['cxx'] = ['-std=c++14']
+            else:
+                extra_compile_args['cxx'] = ['-std=c++17']
+        if 'nvcc' in extra_compile_args and platform.system() != 'Windows':
+            if parse_version(torch.__version__) <= parse_version('1.12.1'):
+                extra_compile_args['nvcc'] += ['-std=c++14']
+            else:
+                extra_compile_args['nvcc'] += ['-std=c++17']
+            extra_compile_args['cxx'] = ['-Wall', '-std=c++17']
+"""
+
+
+@pytest.mark.parametrize('cxx, patched', [(17, False), (None, False), (20, True)])
+def test_the_cpp_standard_comes_from_torch_s_headers(box: Sandbox, cxx: int | None,
+                                                     patched: bool) -> None:
+    box.torch('2.14.1+cu130', cuda='13.0', caps=[(9, 0)], cxx=cxx)
+    box.nvcc('13.0')
+    r = box.run().ok()
+    assert ('setup: mmcv patch: setup.py -std=c++17 -> -std=c++20' in r.out) == patched
+    assert ('needs C++20' in r.out) == patched
+
+
+def test_full_run_against_a_cpp20_torch_builds_mmcv_s_source_with_cpp20(box: Sandbox) -> None:
+    box.torch('2.14.1+cu130', cuda='13.0', caps=[(9, 0)], cxx=20)
+    box.nvcc('13.0')
+    r = box.run(False, FAKE_SDIST=str(box.sdist(MMCV_SETUP_PY)))
+    assert r.rc == 0, r.err
+    [download] = [c for c in r.calls if c.startswith('-m pip download')]
+    assert '--no-binary :all:' in download and 'mmcv==2.1.0' in download
+    source = box.repo / '.venv' / 'mmcv-src' / 'mmcv-2.1.0'
+    args, env = r.mmcv_pip_call_of(str(source))
+    assert env['FORCE_CUDA'] == '1' and '--no-build-isolation' in args
+    # exactly the two flags, nothing else (the macOS line keeps its -std=c++17)
+    expected = MMCV_SETUP_PY.replace("'cxx'] = ['-std=c++17']", "'cxx'] = ['-std=c++20']"
+                                     ).replace("+= ['-std=c++17']", "+= ['-std=c++20']")
+    assert (source / 'setup.py').read_text() == expected
+    assert "['-Wall', '-std=c++17']" in expected
+
+
+def test_a_setup_py_without_the_two_flags_is_an_error_naming_it(box: Sandbox) -> None:
+    box.torch('2.14.1+cu130', cuda='13.0', caps=[(9, 0)], cxx=20)
+    box.nvcc('13.0')
+    other = MMCV_SETUP_PY.replace("+= ['-std=c++17']", "+= ['-std=c++14']")
+    r = box.run(False, FAKE_SDIST=str(box.sdist(other)))
+    assert r.rc == 1 and 'setup.py does not pass -std=c++17 in the two lines' in r.err
+    assert not [c for c in r.calls if c.startswith('-m pip install') and 'mmcv' in c]
+
