@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from tool_runner import run_tool
 
 from cellseg.formats import hw3
 from cellseg.formats.submission import SUBMISSION_JSON, validate_submission
@@ -66,11 +65,7 @@ def write_root(root: Path, n_classes: int, n_train: int = 4, n_test: int = 2) ->
 
 
 def run(script: str, *args: object) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
-    proc = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, env=env, timeout=900)
-    assert proc.returncode == 0, f'{script}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc
+    return run_tool(script, *args)
 
 
 @pytest.fixture(scope='module', params=[1, 7], ids=['1 class', '7 classes'])

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from mmdet.registry import DATASETS
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.utils import import_modules_from_strings
+from tool_runner import run_tool
 
 from cellseg.apis.config_helpers import configure_submission_run, set_data_paths
 from cellseg.formats import hw3
@@ -51,9 +50,8 @@ def copy_root(tiny_root: Path, dest: Path) -> Path:
 
 
 def run_convert(root: Path, out: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(CONVERT), str(root), '--out-dir',
-                           str(out or root / 'annotations'), '--folds', '0'],
-                          capture_output=True, text=True, timeout=300)
+    return run_tool(CONVERT, root, '--out-dir', out or root / 'annotations', '--folds', '0',
+                    ok=False, timeout=300)
 
 
 def assert_cli_error(proc: subprocess.CompletedProcess, culprit: Path, problem: str) -> None:
@@ -311,14 +309,11 @@ def test_odd_images_train(odd_root: dict[str, Path], tmp_path: Path) -> None:
     """One epoch of tools/train.py: a 33x35 image and an image without cells go through the
     model as well, and the partly transparent image is named in the run's output."""
     root = odd_root['root']
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    proc = subprocess.run(
-        [sys.executable, str(REPO / 'tools' / 'train.py'), str(TINY), '--data-root', str(root),
-         '--ann-dir', str(root / 'annotations'), '--work-dir', str(tmp_path), '--cfg-options',
-         'train_cfg.max_epochs=1', 'randomness.seed=0', 'val_cfg=None', 'val_dataloader=None',
-         'val_evaluator=None', 'default_hooks.checkpoint.save_best=None'],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_tool('tools/train.py', TINY, '--data-root', root, '--ann-dir', root / 'annotations',
+                    '--work-dir', tmp_path, '--cfg-options', 'train_cfg.max_epochs=1',
+                    'randomness.seed=0', 'val_cfg=None', 'val_dataloader=None',
+                    'val_evaluator=None', 'default_hooks.checkpoint.save_best=None',
+                    env={'OMP_NUM_THREADS': '1'}, timeout=600)
     assert f"{odd_root['rgba']}: {ALPHA_WARNING}" in proc.stderr
     steps = [(r['step'], r['loss']) for r in read_scalars(tmp_path) if 'loss' in r]
     assert [s for s, _ in steps] == list(range(1, -(-len(train_dirs(root)) // 2) + 1))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
+from tool_runner import run_tool
 
 from cellseg.utils.scalars import read_scalars
 
@@ -52,12 +53,9 @@ def test_two_processes_split_the_epoch_and_test_loads_the_checkpoint(
     assert not any(k.startswith('module.') for k in ckpt['state_dict'])  # not DDP's names
 
     metrics_path = tmp_path / 'metrics.json'
-    test = subprocess.run(
-        [sys.executable, str(REPO / 'tools' / 'test.py'), str(TINY), str(work / 'epoch_1.pth'),
-         '--data-root', str(tiny_root), '--ann-dir', str(tiny_ann), '--work-dir',
-         str(tmp_path / 'test'), '--metrics-out', str(metrics_path)],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-3000:]
+    test = run_tool('tools/test.py', TINY, work / 'epoch_1.pth', '--data-root', tiny_root,
+                    '--ann-dir', tiny_ann, '--work-dir', tmp_path / 'test', '--metrics-out',
+                    metrics_path, env={'OMP_NUM_THREADS': '1'}, timeout=600)
     output = test.stdout + test.stderr
     # load_checkpoint is not strict: a name mismatch would only warn and test random weights
     assert 'Load checkpoint from' in output

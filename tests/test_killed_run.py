@@ -3,14 +3,12 @@ uninterrupted run of the same seed ends."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from tool_runner import ToolProcess, start_tool
 
 from cellseg.utils.scalars import read_scalars
 
@@ -26,26 +24,23 @@ OPTIONS = [
 ]
 
 
-def start(work: Path, tiny_root: Path, tiny_ann: Path, *extra: str) -> subprocess.Popen:
-    log = open(work.parent / f'{work.name}.out', 'w')  # a file: a full pipe would block the run
+def start(work: Path, tiny_root: Path, tiny_ann: Path, *extra: str) -> ToolProcess:
     # One thread per process: the two runs go side by side on two cores, and float sums are
     # split the same way in every run.
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    return subprocess.Popen(
-        [sys.executable, str(REPO / 'tools' / 'train.py'), str(TINY), '--data-root',
-         str(tiny_root), '--ann-dir', str(tiny_ann), '--work-dir', str(work), '--cfg-options',
-         *OPTIONS, *extra], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    return start_tool('tools/train.py', TINY, '--data-root', tiny_root, '--ann-dir', tiny_ann,
+                      '--work-dir', work, '--cfg-options', *OPTIONS, *extra,
+                      env={'OMP_NUM_THREADS': '1'}, output=work.parent / f'{work.name}.out')
 
 
 def output(work: Path) -> str:
     return (work.parent / f'{work.name}.out').read_text()[-4000:]
 
 
-def finish(proc: subprocess.Popen, work: Path, timeout: float = 600) -> None:
+def finish(proc: ToolProcess, work: Path, timeout: float = 600) -> None:
     assert proc.wait(timeout) == 0, output(work)
 
 
-def wait_for_checkpoint(proc: subprocess.Popen, work: Path, name: str,
+def wait_for_checkpoint(proc: ToolProcess, work: Path, name: str,
                         timeout: float = 600) -> None:
     """Poll until auto-resume would pick ``name``: mmengine writes ``last_checkpoint`` (what
     ``--resume`` reads) after the checkpoint itself, so the checkpoint file alone is not enough."""

@@ -1,10 +1,7 @@
 """A diverging run stops at the first non-finite loss, naming it, before any checkpoint of it."""
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +10,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
+from tool_runner import run_tool
 
 from cellseg.engine.hooks.non_finite_loss_hook import NonFiniteLossHook
 
@@ -27,14 +25,11 @@ def test_diverging_run_stops_before_writing_a_checkpoint(tiny_root: Path, tiny_a
                                                           tmp_path: Path) -> None:
     """lr 1e6 makes the second iteration's losses NaN. A checkpoint is due after every iteration,
     so iter_1.pth exists and iter_2.pth (the diverged weights) must not."""
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    proc = subprocess.run(
-        [sys.executable, str(REPO / 'tools' / 'train.py'), str(TINY), '--data-root',
-         str(tiny_root), '--ann-dir', str(tiny_ann), '--work-dir', str(tmp_path),
-         '--cfg-options', 'randomness.seed=0', 'optim_wrapper.optimizer.lr=1e6',
-         'default_hooks.checkpoint.by_epoch=False', 'default_hooks.checkpoint.interval=1',
-         *NO_VAL],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    proc = run_tool('tools/train.py', TINY, '--data-root', tiny_root, '--ann-dir', tiny_ann,
+                    '--work-dir', tmp_path, '--cfg-options', 'randomness.seed=0',
+                    'optim_wrapper.optimizer.lr=1e6', 'default_hooks.checkpoint.by_epoch=False',
+                    'default_hooks.checkpoint.interval=1', *NO_VAL,
+                    ok=False, env={'OMP_NUM_THREADS': '1'}, timeout=600)
     assert proc.returncode != 0, proc.stdout[-2000:]
     found = re.search(r'RuntimeError: (non-finite loss \((nan|inf)\) at iteration (\d+) '
                       r'\(epoch 1\): (.*))', proc.stderr)

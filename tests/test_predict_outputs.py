@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
+import tool_runner
 import torch
 
 from cellseg.apis.predict import CSV_COLUMNS, collect_images, output_stems
@@ -30,13 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'
 
 
-def run_tool(tool: str, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
-    proc = subprocess.run([sys.executable, str(REPO / 'tools' / tool), *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-    if ok:
-        assert proc.returncode == 0, f'{tool} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc
+def run_tool(tool: str, *args: object, ok: bool = True) -> subprocess.CompletedProcess:
+    return tool_runner.run_tool(f'tools/{tool}', *args, ok=ok, timeout=300)
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -3,9 +3,7 @@ iteration, tools/test.py evaluates and writes a valid CodaBench submission."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
+import tool_runner
 import torch
 from mmengine.config import Config
 
@@ -26,12 +25,8 @@ TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'
 EPOCHS = 4
 
 
-def run_tool(tool: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
-    proc = subprocess.run([sys.executable, str(REPO / 'tools' / tool), *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
-    assert proc.returncode == 0, f'{tool} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc
+def run_tool(tool: str, *args: object) -> subprocess.CompletedProcess:
+    return tool_runner.run_tool(f'tools/{tool}', *args)
 
 
 @pytest.fixture(scope='module')
