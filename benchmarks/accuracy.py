@@ -77,6 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         'trainings share a machine')
     parser.add_argument('--train-only', action='store_true',
                         help='train (or find) the checkpoints, evaluate nothing')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='randomness.seed of the trainings (default 0); checkpoints and '
+                        'metrics of another seed are kept apart (names end in _seedN)')
     parser.add_argument('--dry-run', action='store_true', help='print the commands only')
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(',')]
@@ -248,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     for label in args.recipes:
         recipe = RECIPES[label]
         name = osp.splitext(osp.basename(recipe))[0]
-        train_dir = osp.join(work, f'{name}_{args.budget}it')
+        run_name = f'{name}_{args.budget}it' + (f'_seed{args.seed}' if args.seed else '')
+        train_dir = osp.join(work, run_name)
         ckpt = osp.join(train_dir, f'iter_{args.budget}.pth')
         cfg_path = write(osp.join(work, 'configs', f'{name}_{args.budget}it.py'),
                          budget_config(recipe, args.budget), args.dry_run)
@@ -256,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f'reusing {ckpt}')
         else:
             run('tools/train.py', cfg_path, '--data-root', data_root, '--ann-dir', ann_dir,
-                '--work-dir', train_dir, '--cfg-options', 'randomness.seed=0')
+                '--work-dir', train_dir, '--cfg-options', f'randomness.seed={args.seed}')
         if args.train_only:
             continue
         tiled_cfg = write(osp.join(work, 'configs', f'{name}_tiled_tta.py'),
@@ -267,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                     'tiled + TTA': (tiled_cfg, ['--tta', '--cfg-options', *tile_opts])}
         for variant in args.variants:
             config, extra = variants[variant]
-            out = osp.join(work, 'metrics', f'{name}_{args.budget}it_'
-                           f'{variant.replace(" + ", "_")}_{n_test}img.json')
+            out = osp.join(work, 'metrics',
+                           f'{run_name}_{variant.replace(" + ", "_")}_{n_test}img.json')
             if osp.isfile(out):
                 print(f'reusing {out}')
             else:
@@ -284,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
           'iterations. Columns: AP and AP50 at 100 detections per image (CodaBench), at 1000, '
           'AP50 per class; each with its change from the first row.')
     print(table(results, results[0][1], class_names(gt_path)))
-    summary = osp.join(work, f'accuracy_{args.budget}it_{n_test}img.json')
+    seed = f'_seed{args.seed}' if args.seed else ''
+    summary = osp.join(work, f'accuracy_{args.budget}it{seed}_{n_test}img.json')
     atomic_write_json(summary, dict(budget=args.budget, test_gt=gt_path, test_images=n_test,
                                     results=dict(results)))
     print(f'\nsaved {summary}')

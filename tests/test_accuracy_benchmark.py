@@ -119,6 +119,20 @@ def test_dry_run_plans_equal_budgets_and_the_chosen_test_modes(tmp_path, capsys)
     assert not (tmp_path / 'cell_r50_8it').exists()  # nothing ran
 
 
+def test_another_seed_trains_and_evaluates_apart(tmp_path, capsys) -> None:
+    accuracy = accuracy_module()
+    assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
+                          '--ann-dir', str(tmp_path / 'ann'), '--variants', 'whole',
+                          '--recipes', 'tuned', '--seed', '2']) == 0
+    lines = capsys.readouterr().out.splitlines()
+    [train] = [line for line in lines if 'tools/train.py' in line]
+    assert train.endswith('randomness.seed=2')
+    assert f"--work-dir {tmp_path / 'cell_r50_tuned_8it_seed2'} " in train
+    [test] = [line for line in lines if 'tools/test.py' in line]
+    assert 'cell_r50_tuned_8it_seed2/iter_8.pth' in test
+    assert 'metrics/cell_r50_tuned_8it_seed2_whole_' in test
+
+
 def test_table_gives_each_row_its_change_from_the_reference(tmp_path) -> None:
     accuracy = accuracy_module()
     gt = tmp_path / 'gt.json'

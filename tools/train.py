@@ -21,6 +21,7 @@ from cellseg.apis.config_helpers import (  # noqa: E402
     load_config,
     resolve_classes,
 )
+from cellseg.engine.quiet_logs import drop_mmengine_deprecation_notices  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     classes = resolve_classes(cfg)
     changes = adapt_to_cpu(cfg, args.cpu_amp)
     runner = Runner.from_cfg(cfg)
+    drop_mmengine_deprecation_notices(runner.logger)
     runner.logger.info(classes)  # logged once the runner's logger exists: in the run's log
     for change in changes:
         runner.logger.warning(change)
