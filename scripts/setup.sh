@@ -126,12 +126,13 @@ check_arch_supported() {
   done
 }
 
-# How mmcv is installed for the torch of python $1: sets TORCH, TORCH_CUDA, GPU_CAPS, MMCV_ENV
+# How mmcv is installed for the torch of python $1 (BUILD_PY): sets TORCH, TORCH_CUDA, GPU_CAPS, MMCV_ENV
 # (the build's environment) and MMCV_PIP_ARGS (and for CUDA: NVCC, NVCC_CUDA, ARCH_LIST), or
 # stops naming what is missing.
 decide_mmcv() {
   local probe
   probe=$(probe_torch "$1") || die "$1 cannot report its torch (see the error above)"
+  BUILD_PY=$1
   read -r TORCH TORCH_CUDA GPU_CAPS TORCH_CXX <<<"${probe##*$'\n'}"  # last: a site hook may print
   MMCV_ENV=(MMCV_WITH_OPS=1 "MAX_JOBS=${MAX_JOBS:-$(nproc)}")
   MMCV_PIP_ARGS=(--no-build-isolation)
@@ -191,6 +192,8 @@ decide_mmcv_cuda() {
     cuda_home=$(cuda_root_of "$NVCC")
   fi
   MMCV_ENV+=(FORCE_CUDA=1 "TORCH_CUDA_ARCH_LIST=$ARCH_LIST" "CUDA_HOME=$cuda_home")
+  find_cuda_lib_headers "$cuda_home"
+  [ -z "$CUDA_LIB_INCLUDE" ] || MMCV_ENV+=("CPATH=$CUDA_LIB_INCLUDE${CPATH:+:$CPATH}")
   # pip must compile this one: a wheel it cached from an earlier CPU build, or one in a
   # find-links folder (../shared/wheels, the machine's pip config), has no CUDA ops
   MMCV_PIP_ARGS+=(--no-cache-dir --no-binary mmcv)
@@ -221,6 +224,16 @@ fetch_mmcv_source() {
   MMCV_SRC=$MMCV_REQ
   [ -n "$MMCV_CXX_STD" ] || return 0
   local dir lines="extra_compile_args\['(cxx|nvcc)'\] \+?= \['-std=c\+\+"
+  # a build that stopped (a missing header, an interrupted run) continues where it was: the
+  # tree holds its compiled objects, and ninja recompiles only what is missing or changed
+  local previous
+  previous=$(echo "$VENV"/mmcv-src/mmcv-*/setup.py)
+  if [ -f "$previous" ] &&
+    [ "$(grep -cE "^ +${lines}${MMCV_CXX_STD}'\]$" "$previous")" = 2 ]; then
+    MMCV_SRC=$(cd "${previous%/setup.py}" && pwd)
+    echo "setup: reusing the patched source and objects of an earlier build in $MMCV_SRC"
+    return 0
+  fi
   rm -rf "$VENV/mmcv-src"
   mkdir -p "$VENV/mmcv-src"
   dir=$(cd "$VENV/mmcv-src" && pwd)
@@ -237,6 +250,46 @@ fetch_mmcv_source() {
     die "changing -std=c++17 to -std=c++$MMCV_CXX_STD in $setup_py failed"
   echo "setup: $setup_py now compiles with -std=c++$MMCV_CXX_STD"
   MMCV_SRC=${setup_py%/setup.py}
+}
+
+# torch's ATen/cuda headers include those of cuBLAS, cuSPARSE and cuSOLVER, which a toolkit of
+# nvcc and the CUDA runtime alone does not have (these machines' /usr/local/cuda-13.0), while the
+# CUDA wheels torch installs with (nvidia-*-cu13) ship them beside it. Sets CUDA_LIB_INCLUDE to
+# the folders of those the toolkit $1 lacks (empty when it has them all), for CPATH: searched
+# after the build's own -I folders, so the toolkit's headers keep precedence; stops naming any
+# header found in neither place.
+CUDA_LIB_HEADERS=(cublas_v2.h cublasLt.h cusparse.h cusolverDn.h)
+find_cuda_lib_headers() {
+  local missing=() header
+  CUDA_LIB_INCLUDE=
+  for header in "${CUDA_LIB_HEADERS[@]}"; do
+    [ -f "$1/include/$header" ] || missing+=("$header")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  CUDA_LIB_INCLUDE=$("$BUILD_PY" - "${missing[@]}" <<'EOF'
+import glob
+import os
+import sys
+
+import torch
+
+site = os.path.dirname(os.path.dirname(torch.__file__))
+folders, absent = [], []
+for header in sys.argv[1:]:
+    found = sorted(glob.glob(os.path.join(site, 'nvidia', '*', 'include', header)))
+    if not found:
+        absent.append(header)
+    elif os.path.dirname(found[0]) not in folders:
+        folders.append(os.path.dirname(found[0]))
+print(':'.join(folders) if not absent else 'absent ' + ' '.join(absent))
+EOF
+  ) || die "$BUILD_PY cannot look for the CUDA library headers beside torch (error above)"
+  case $CUDA_LIB_INCLUDE in
+    absent*) die "the CUDA toolkit $1 has no ${CUDA_LIB_INCLUDE#absent } (torch's CUDA headers" \
+      "include them) and torch's CUDA wheels beside it have none either: install the CUDA" \
+      "$TORCH_CUDA math libraries' headers (cuBLAS, cuSPARSE, cuSOLVER) into $1" ;;
+  esac
+  echo "setup: $1 lacks ${missing[*]}: taken from torch's CUDA wheels ($CUDA_LIB_INCLUDE, CPATH)"
 }
 
 # RoIAlign and nms on small tensors on the GPU: the compiled CUDA ops every Mask R-CNN step uses.

@@ -27,7 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 TOOLS = ('bash', 'cat', 'dirname', 'grep', 'gzip', 'head', 'mkdir', 'nproc', 'readlink', 'rm',
          'sed', 'tar', 'touch', 'tr')
 NVCC13_ARCHS = 'compute_75 compute_80 compute_86 compute_89 compute_90 compute_100 compute_120'
-LOGGED_ENV = ('MMCV_WITH_OPS', 'FORCE_CUDA', 'TORCH_CUDA_ARCH_LIST', 'CUDA_HOME', 'PIP_FIND_LINKS')
+LOGGED_ENV = ('MMCV_WITH_OPS', 'FORCE_CUDA', 'TORCH_CUDA_ARCH_LIST', 'CUDA_HOME', 'PIP_FIND_LINKS',
+              'CPATH')
+# what torch's ATen/cuda headers include beyond the CUDA runtime
+CUDA_LIB_HEADERS = ('cublas_v2.h', 'cublasLt.h', 'cusparse.h', 'cusolverDn.h')
 
 FAKE_TORCH = '''\
 __version__ = {version!r}
@@ -147,6 +150,15 @@ class Sandbox:
                 f'#pragma once\n#if !defined(_MSC_VER) && __cplusplus < 20{cxx - 20 or ""}02L\n'
                 f'#error C++{cxx} or later compatible compiler is required to use ATen.\n#endif\n')
 
+    def torch_cuda_wheel_headers(self, headers: tuple = CUDA_LIB_HEADERS) -> Path:
+        """``headers`` in ``nvidia/cu13/include`` beside python3's torch, as its CUDA wheels
+        (nvidia-*-cu13) install them."""
+        include = self.site / 'nvidia' / 'cu13' / 'include'
+        include.mkdir(parents=True)
+        for header in headers:
+            (include / header).touch()
+        return include
+
     def sdist(self, setup_py: str) -> Path:
         """An mmcv-2.1.0.tar.gz holding ``setup_py``, which the fake pip downloads."""
         src = self.root / 'sdist-src' / 'mmcv-2.1.0'
@@ -157,13 +169,16 @@ class Sandbox:
         return tarball
 
     def nvcc(self, release: str, on_path: bool = True, archs: str = NVCC13_ARCHS,
-             headers: bool = True) -> Path:
-        """A CUDA toolkit folder holding bin/nvcc; linked into PATH when ``on_path``."""
+             headers: bool = True, lib_headers: bool = True) -> Path:
+        """A CUDA toolkit folder holding bin/nvcc; linked into PATH when ``on_path``; with the
+        runtime's headers (``headers``) and those of the math libraries (``lib_headers``)."""
         home = self.root / f'cuda-{release}'
         (home / 'bin').mkdir(parents=True)
         if headers:
             (home / 'include').mkdir()
             (home / 'include' / 'cuda_runtime.h').touch()
+            for header in CUDA_LIB_HEADERS if lib_headers else ():
+                (home / 'include' / header).touch()
         nvcc = self._script(home / 'bin' / 'nvcc', FAKE_NVCC.format(release=release, archs=archs))
         if on_path:
             (self.bin / 'nvcc').symlink_to(nvcc)
@@ -419,7 +434,7 @@ def test_full_cuda_run_builds_with_the_cuda_env_and_checks_the_gpu(box: Sandbox)
     args, env = r.mmcv_pip_call()
     assert args == '-m pip install --no-build-isolation --no-cache-dir --no-binary mmcv mmcv==2.1.0'
     assert env == {'MMCV_WITH_OPS': '1', 'FORCE_CUDA': '1', 'TORCH_CUDA_ARCH_LIST': '9.0',
-                   'CUDA_HOME': str(home), 'PIP_FIND_LINKS': ''}
+                   'CUDA_HOME': str(home), 'PIP_FIND_LINKS': '', 'CPATH': ''}
     assert r.calls[-1] == 'gpu-check' and 'RoIAlign and nms run on' in r.out
     assert (box.repo / '.venv' / '.cellseg-installed').exists()
 
@@ -512,4 +527,49 @@ def test_a_setup_py_without_the_two_flags_is_an_error_naming_it(box: Sandbox) ->
     r = box.run(False, FAKE_SDIST=str(box.sdist(other)))
     assert r.rc == 1 and 'setup.py does not pass -std=c++17 in the two lines' in r.err
     assert not [c for c in r.calls if c.startswith('-m pip install') and 'mmcv' in c]
+
+
+# --- a toolkit of nvcc and the runtime only (as on these machines) --------------------------
+
+def test_math_library_headers_missing_from_the_toolkit_come_from_torch_s_wheels(
+        box: Sandbox) -> None:
+    box.torch('2.14.1+cu130', cuda='13.0', caps=[(9, 0)])
+    box.nvcc('13.0', lib_headers=False)
+    include = box.torch_cuda_wheel_headers()
+    r = box.run(CPATH='/opt/include').ok()
+    assert r.build_env['CPATH'] == f'{include}:/opt/include'  # the user's CPATH is kept after
+    assert 'lacks cublas_v2.h cublasLt.h cusparse.h cusolverDn.h' in r.out
+
+
+def test_a_toolkit_with_the_math_library_headers_sets_no_cpath(box: Sandbox) -> None:
+    box.torch('2.14.1+cu130', cuda='13.0', caps=[(9, 0)])
+    box.nvcc('13.0')
+    box.torch_cuda_wheel_headers()
+    assert 'CPATH' not in box.run().ok().build_env
+
+
+def test_math_library_headers_found_nowhere_are_an_error_naming_them(box: Sandbox) -> None:
+    box.torch('2.14.1+cu130', cuda='13.0', caps=[(9, 0)])
+    box.nvcc('13.0', lib_headers=False)
+    box.torch_cuda_wheel_headers(headers=('cublas_v2.h', 'cublasLt.h'))
+    err = box.run().failed()
+    assert 'has no cusparse.h cusolverDn.h' in err and 'cuSPARSE' in err
+
+
+def test_a_build_that_stopped_continues_in_its_patched_source(box: Sandbox) -> None:
+    box.torch('2.14.1+cu130', cuda='13.0', caps=[(9, 0)], cxx=20)
+    box.nvcc('13.0')
+    sdist = str(box.sdist(MMCV_SETUP_PY))
+    assert box.run(False, FAKE_SDIST=sdist).rc == 0
+    source = box.repo / '.venv' / 'mmcv-src' / 'mmcv-2.1.0'
+    (source / 'build').mkdir()
+    (source / 'build' / 'compiled.o').touch()  # what the stopped build had compiled
+    (box.repo / '.venv' / '.cellseg-installed').unlink()  # as after a failed build
+    box.log.write_text('')
+    r = box.run(False, FAKE_SDIST=sdist)
+    assert r.rc == 0, r.err
+    assert 'reusing the patched source and objects of an earlier build' in r.out
+    assert not [c for c in r.calls if c.startswith('-m pip download')]
+    r.mmcv_pip_call_of(str(source))
+    assert (source / 'build' / 'compiled.o').exists()
 
