@@ -97,7 +97,10 @@ def test_evaluation_writes_named_metrics(trained: Path, tiny_root: Path, tiny_an
     out = tmp_path / 'metrics.json'
     run_tool('test.py', TINY, trained / f'epoch_{EPOCHS}.pth', '--data-root', tiny_root,
              '--ann-dir', tiny_ann, '--work-dir', tmp_path, '--test-gt',
-             tiny_root / 'test_gt.json', '--metrics-out', out)
+             tiny_root / 'test_gt.json', '--metrics-out', out, '--report', tmp_path / 'report',
+             '--cfg-options', 'test_evaluator.nuclei_score_thr=0.3')
+    # the report's nuclei metrics take the metric's threshold (they took 0.5 whatever it was)
+    assert 'scoring at least 0.3' in (tmp_path / 'report' / 'per_class.md').read_text()
     metrics = json.loads(out.read_text())
     for key in ('coco/segm_mAP', 'coco/segm_mAP_50', 'coco/segm_mAP_50_maxdets1000',
                 'coco/bbox_mAP_50', 'coco/segm_class1_mAP_50', 'coco/segm_class4_mAP_50'):

@@ -12,6 +12,7 @@ from mmengine.runner import Runner
 
 from cellseg.apis.config_helpers import configure_submission_run, test_dataset_root
 from cellseg.evaluation.eval_report import write_eval_report
+from cellseg.evaluation.metrics.cell_coco_metric import NUCLEI_SCORE_THR
 from cellseg.formats.hw3 import load_id_map
 from cellseg.formats.submission import summarize_submission, write_submission
 from cellseg.utils.fileio import atomic_write_json
@@ -33,9 +34,13 @@ def evaluate(cfg: Config, metrics_out: str | None = None, report_dir: str | None
     if metrics_out and is_main_process():
         atomic_write_json(metrics_out, metrics)
     if report_dir and is_main_process():
+        evaluator = _as_list(cfg.test_evaluator)[0]
+        # the report's nuclei numbers and matching at the metric's threshold, so that the two
+        # agree (CellCocoMetric's default where the config names none)
         written = write_eval_report(
-            _as_list(cfg.test_evaluator)[0].ann_file, f'{prefix}.segm.json', report_dir,
-            runner.test_dataloader.dataset.metainfo['classes'], images_root=test_dataset_root(cfg))
+            evaluator.ann_file, f'{prefix}.segm.json', report_dir,
+            runner.test_dataloader.dataset.metainfo['classes'], images_root=test_dataset_root(cfg),
+            score_thr=evaluator.get('nuclei_score_thr', NUCLEI_SCORE_THR))
         print(f'evaluation report: {", ".join(written)} in {report_dir}')
     return metrics
 

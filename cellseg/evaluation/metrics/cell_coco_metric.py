@@ -19,6 +19,8 @@ from cellseg.evaluation.nuclei_metrics import coco_nuclei_metrics
 BACKENDS = ('pycocotools', 'faster_coco_eval')
 # the class-agnostic nuclei metrics, as NucleiMetrics.summary() names them
 NUCLEI_ITEMS = ('pq', 'dq', 'sq', 'aji', 'dice', 'mpq', 'f1_detection')
+# predictions scoring at least this become the label images of the nuclei metrics
+NUCLEI_SCORE_THR = 0.5
 # AP items: name -> (IoU threshold or None for 0.50:0.95, area index, maxDets index)
 _AP_ITEMS = {'mAP': (None, 0, 0), 'mAP_50': (0.5, 0, 0), 'mAP_75': (0.75, 0, 0),
              'mAP_s': (None, 1, 0), 'mAP_m': (None, 2, 0), 'mAP_l': (None, 3, 0)}
@@ -82,7 +84,7 @@ class CellCocoMetric(CocoMetric):
 
     def __init__(self, *args, max_dets: tuple[int, int] = (100, 1000),
                  backend: str = 'pycocotools', nuclei_metrics: bool = True,
-                 nuclei_score_thr: float = 0.5, **kwargs) -> None:
+                 nuclei_score_thr: float = NUCLEI_SCORE_THR, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if len(max_dets) != 2 or max_dets[0] != 100:
             raise ValueError(f'max_dets must be (100, N), got {max_dets}')
