@@ -9,7 +9,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -94,28 +94,14 @@ def eval_case(work: Path, gt_file: str | None = None) -> tuple[Path, Path]:
     return gt_path, pred_path
 
 
-def label_image_builder() -> tuple[Callable[..., Any], str]:
-    """``detections_to_label_image`` and the module it came from: its new home
-    ``cellseg.structures.label_images`` when that exists, else ``cellseg.evaluation.nuclei_metrics``
-    (the function is moving between them)."""
-    try:
-        from cellseg.structures.label_images import detections_to_label_image
-
-        return detections_to_label_image, 'cellseg.structures.label_images'
-    except ImportError:
-        from cellseg.evaluation.nuclei_metrics import detections_to_label_image
-
-        return detections_to_label_image, 'cellseg.evaluation.nuclei_metrics'
-
-
 def nuclei_metrics_cost(gt: dict, preds: list[dict]) -> dict[str, Any]:
     """The nuclei metrics of every image of ``gt``, timed by part: the ground truth's label and
     class images from its RLEs, the detections' (scores >= 0.5, higher scores painted over lower
     ones, as predict writes them), and ``NucleiMetrics`` (``add`` per image with class maps,
-    then ``summary``). Returns the seconds of each part, the summary and the builder's module."""
+    then ``summary``). Returns the seconds of each part and the summary."""
     from cellseg.evaluation.nuclei_metrics import NucleiMetrics
+    from cellseg.evaluation.nuclei_metrics import detections_to_label_image as to_labels
 
-    to_labels, where = label_image_builder()
     gt_of: dict[int, list[dict]] = {}
     pred_of: dict[int, list[dict]] = {}
     for a in gt['annotations']:
@@ -141,8 +127,7 @@ def nuclei_metrics_cost(gt: dict, preds: list[dict]) -> dict[str, Any]:
     start = time.perf_counter()
     summary = metrics.summary()
     t_metrics += time.perf_counter() - start
-    return dict(gt_labels=t_gt, pred_labels=t_pred, metrics=t_metrics, summary=summary,
-                builder=where)
+    return dict(gt_labels=t_gt, pred_labels=t_pred, metrics=t_metrics, summary=summary)
 
 
 def run(args: argparse.Namespace, work: Path) -> None:
@@ -167,7 +152,8 @@ def run(args: argparse.Namespace, work: Path) -> None:
     s = nuc['summary']
     report('eval', f'nuclei metrics of the same {n_img} images (PQ, AJI, Dice, mPQ, F1, 4 '
            'classes; '
-           f"label images by {nuc['builder']}.detections_to_label_image, scores >= 0.5)",
+           'label images by cellseg.evaluation.nuclei_metrics.detections_to_label_image, '
+           'scores >= 0.5)',
            f"{total:.2f} s: ground-truth label images {nuc['gt_labels']:.2f} s, detections' "
            f"{nuc['pred_labels']:.2f} s, NucleiMetrics {nuc['metrics']:.2f} s (pq "
            f"{s['pq']:.3f}, aji {s['aji']:.3f}, mpq {s['mpq']:.3f})")
