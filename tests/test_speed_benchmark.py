@@ -110,3 +110,13 @@ def test_nuclei_metrics_cost_of_perfect_detections() -> None:
     assert out['summary']['pq'] == pytest.approx(1.0)
     assert out['summary']['n_images'] == 2
     assert all(out[k] > 0 for k in ('gt_labels', 'pred_labels', 'metrics'))
+
+
+def test_benchmark_models_have_the_data_s_four_classes() -> None:
+    """The configs leave the classes to the data; the benchmarks' models (and a 4-class
+    checkpoint loaded into them) need the heads sized to 4, not mmdet's 80."""
+    from benchmarks.speed_items.common import load_config
+
+    cfg = load_config(REPO / 'configs' / 'cell_r50_tuned.py')
+    assert cfg.model.roi_head.bbox_head.num_classes == 4
+    assert cfg.model.roi_head.mask_head.num_classes == 4
