@@ -42,8 +42,10 @@ def _run_script(script: str, argv: list[str], cwd: str, env: dict[str, str], out
                 err: str) -> None:
     """The child: the script's ``__main__`` with stdout and stderr in the files ``out``, ``err``
     (unbuffered, so a killed run leaves what it printed)."""
-    for fd, path in ((1, out), (2, err)):
-        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    # one open file for both when they are the same path (as stderr=subprocess.STDOUT): two
+    # opens would each keep their own offset and write over each other
+    os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
+    os.dup2(1 if err == out else os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
     sys.stdout = io.TextIOWrapper(open(1, 'wb', buffering=0, closefd=False), write_through=True)
     sys.stderr = io.TextIOWrapper(open(2, 'wb', buffering=0, closefd=False), write_through=True)
     os.chdir(cwd)
@@ -58,9 +60,9 @@ def _run_script(script: str, argv: list[str], cwd: str, env: dict[str, str], out
     code = 0
     try:
         runpy.run_path(script, run_name='__main__')
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if not isinstance(e.code, (int, type(None))):
+    except SystemExit as e:  # sys.exit(None | int | message), as the interpreter reads it
+        code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
+        if code == 1 and not isinstance(e.code, int):
             print(e.code, file=sys.stderr)
     except BaseException:
         traceback.print_exc()
