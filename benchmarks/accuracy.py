@@ -11,7 +11,9 @@ the same number of iterations (``--budget``, batch 4, cosine schedule over the b
 images, no validation) through ``tools/train.py``. Each checkpoint is then evaluated by
 ``tools/test.py`` on the data root's ``test_gt.json`` four ways: whole images, tiled, TTA (the
 four flips, masks merged) and tiled + TTA, the tiling and TTA settings being those of
-``configs/cell_r50_dense_tta.py``. The table printed at the end gives mask AP and AP50 at 100
+``configs/cell_r50_dense_tta.py``; on request (``--variants``) also TTA8, the eight views of
+``configs/cell_r50_dense_tta8.py`` (the four flips of the image and of its quarter turn). The
+table printed at the end gives mask AP and AP50 at 100
 detections per image (the leaderboard's count) and at 1000, and AP50 per class, each row with
 its change from the original recipe predicting whole images.
 
@@ -19,6 +21,10 @@ CoNSeP's patches are 256 px, below the configs' 512 px tiles, so tiling is run a
 ``--tile-size`` 192 / ``--tile-overlap`` 96 (4 tiles per image; the overlap exceeds 99.9% of
 CoNSeP cell boxes, see tools/anchor_stats.py): it shows what tile borders cost or gain, not what
 tiling does to 2500 px HW3 images.
+
+``--cpu-amp`` is passed to ``tools/train.py`` (the recipe's mixed precision without CUDA); given,
+the run's names end in ``_bf16`` or ``_fp32`` (``auto``: what this CPU chose), so a bf16 and a
+float32 training of the same recipe and seed sit side by side.
 
 ``--dry-run`` prints the commands without running them. Checkpoints and metrics of an earlier
 run with the same budget (and number of test images) in the work dir are reused, so runs can be
@@ -46,12 +52,14 @@ from cellseg.utils.fileio import atomic_write_bytes, atomic_write_json  # noqa: 
 ORIGINAL = 'configs/cell_r50.py'
 TUNED = 'configs/cell_r50_tuned.py'
 TUNED_TTA = 'configs/cell_r50_dense_tta.py'  # tuned + tiling + TTA settings
+TUNED_TTA8 = 'configs/cell_r50_dense_tta8.py'  # the same with the eight views
 # the ablations split the tuned recipe's gain in three: the dense settings alone (anchors,
 # proposals, detections; the original training), then the learning-rate changes, then the flips
 ABLATIONS = {'dense': 'configs/cell_r50_dense.py',
              'tuned-noflip': 'configs/ablations/cell_r50_tuned_noflip.py'}
 RECIPES = {'original': ORIGINAL, 'tuned': TUNED, **ABLATIONS}
-VARIANTS = ('whole', 'tiled', 'TTA', 'tiled + TTA')
+VARIANTS = ('whole', 'tiled', 'TTA', 'tiled + TTA', 'TTA8')
+DEFAULT_VARIANTS = VARIANTS[:4]
 COLUMNS = (('AP', 'coco/segm_mAP'), ('AP50', 'coco/segm_mAP_50'),
            ('AP@1000', 'coco/segm_mAP_maxdets1000'), ('AP50@1000', 'coco/segm_mAP_50_maxdets1000'))
 
@@ -69,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help='evaluate on the first N test images only (quick checks)')
     parser.add_argument('--tile-size', type=int, default=192)
     parser.add_argument('--tile-overlap', type=int, default=96)
-    parser.add_argument('--variants', default=','.join(VARIANTS),
+    parser.add_argument('--variants', default=','.join(DEFAULT_VARIANTS),
                         help=f'test modes to evaluate, comma-separated among {VARIANTS}')
     parser.add_argument('--recipes', default='original,tuned',
                         help=f'recipes to run, among {tuple(RECIPES)} (the last two are '
@@ -80,6 +88,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0,
                         help='randomness.seed of the trainings (default 0); checkpoints and '
                         'metrics of another seed are kept apart (names end in _seedN)')
+    parser.add_argument('--cpu-amp', choices=('auto', 'bf16', 'off'),
+                        help="tools/train.py's --cpu-amp for the trainings; given, the runs' "
+                        "names end in _bf16 or _fp32")
     parser.add_argument('--dry-run', action='store_true', help='print the commands only')
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(',')]
@@ -91,6 +102,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if r not in RECIPES:
             parser.error(f'--recipes: {r!r} is none of {tuple(RECIPES)}')
     return args
+
+
+def precision_suffix(cpu_amp: str | None) -> str:
+    """The run-name suffix of an explicit ``--cpu-amp``: what the training computes in."""
+    if cpu_amp is None:
+        return ''
+    from cellseg.engine.optimizers.cpu_amp_optim_wrapper import cpu_has_bf16
+    bf16 = cpu_amp == 'bf16' or (cpu_amp == 'auto' and cpu_has_bf16())
+    return '_bf16' if bf16 else '_fp32'
 
 
 class Runner:
@@ -162,16 +182,17 @@ class ConfigExpr:
         return self.text
 
 
-def tiled_tta_config(recipe: str) -> str:
-    """``recipe`` with the tiling and TTA settings of ``configs/cell_r50_dense_tta.py``."""
-    src = Config.fromfile(osp.join(REPO, TUNED_TTA))
+def tiled_tta_config(recipe: str, tta_source: str = TUNED_TTA) -> str:
+    """``recipe`` with the tiling and TTA settings of ``tta_source``
+    (``configs/cell_r50_dense_tta.py`` or its eight-view child)."""
+    src = Config.fromfile(osp.join(REPO, tta_source))
     base = Config.fromfile(osp.join(REPO, recipe))
     tta_model = src.tta_model.to_dict()
     # TUNED_TTA takes max_per_img from its parent, and so does the generated config from its
     # own: loaded, src holds the tuned model's number, not the recipe's
     tta_model['tta_cfg']['max_per_img'] = ConfigExpr('_base_.model.test_cfg.rcnn.max_per_img')
     extra = [m for m in src.custom_imports.imports if m not in base.custom_imports.imports]
-    return f'''# generated by benchmarks/accuracy.py: {recipe} with {TUNED_TTA}'s tiling and TTA
+    return f'''# generated by benchmarks/accuracy.py: {recipe} with {tta_source}'s tiling and TTA
 _base_ = {osp.join(REPO, recipe)!r}
 custom_imports = dict(imports=_base_.custom_imports.imports + {extra!r})
 model = dict(type='TiledMaskRCNN', tile_cfg={pformat(src.model.tile_cfg.to_dict())})
@@ -251,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     for label in args.recipes:
         recipe = RECIPES[label]
         name = osp.splitext(osp.basename(recipe))[0]
-        run_name = f'{name}_{args.budget}it' + (f'_seed{args.seed}' if args.seed else '')
+        run_name = (f'{name}_{args.budget}it' + (f'_seed{args.seed}' if args.seed else '')
+                    + precision_suffix(args.cpu_amp))
         train_dir = osp.join(work, run_name)
         ckpt = osp.join(train_dir, f'iter_{args.budget}.pth')
         cfg_path = write(osp.join(work, 'configs', f'{name}_{args.budget}it.py'),
@@ -260,15 +282,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f'reusing {ckpt}')
         else:
             run('tools/train.py', cfg_path, '--data-root', data_root, '--ann-dir', ann_dir,
-                '--work-dir', train_dir, '--cfg-options', f'randomness.seed={args.seed}')
+                '--work-dir', train_dir, '--cfg-options', f'randomness.seed={args.seed}',
+                *(['--cpu-amp', args.cpu_amp] if args.cpu_amp else []))
         if args.train_only:
             continue
         tiled_cfg = write(osp.join(work, 'configs', f'{name}_tiled_tta.py'),
                           tiled_tta_config(recipe), args.dry_run)
+        tta8_cfg = write(osp.join(work, 'configs', f'{name}_tiled_tta8.py'),
+                         tiled_tta_config(recipe, TUNED_TTA8), args.dry_run)
         variants = {'whole': (recipe, []),
                     'tiled': (tiled_cfg, ['--cfg-options', *tile_opts]),
                     'TTA': (tiled_cfg, ['--tta', '--cfg-options', 'model.tile_cfg=None']),
-                    'tiled + TTA': (tiled_cfg, ['--tta', '--cfg-options', *tile_opts])}
+                    'tiled + TTA': (tiled_cfg, ['--tta', '--cfg-options', *tile_opts]),
+                    'TTA8': (tta8_cfg, ['--tta', '--cfg-options', 'model.tile_cfg=None'])}
         for variant in args.variants:
             config, extra = variants[variant]
             out = osp.join(work, 'metrics',
@@ -277,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f'reusing {out}')
             else:
                 run('tools/test.py', config, ckpt, '--data-root', data_root, '--ann-dir',
-                    ann_dir, '--work-dir', osp.join(work, 'test', f'{name}_{variant}'),
+                    ann_dir, '--work-dir', osp.join(work, 'test', f'{run_name}_{variant}'),
                     '--test-gt', gt_path, '--metrics-out', out, *extra)
             if not args.dry_run:
                 with open(out) as f:
@@ -288,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
           'iterations. Columns: AP and AP50 at 100 detections per image (CodaBench), at 1000, '
           'AP50 per class; each with its change from the first row.')
     print(table(results, results[0][1], class_names(gt_path)))
-    seed = f'_seed{args.seed}' if args.seed else ''
+    seed = (f'_seed{args.seed}' if args.seed else '') + precision_suffix(args.cpu_amp)
     summary = osp.join(work, f'accuracy_{args.budget}it{seed}_{n_test}img.json')
     atomic_write_json(summary, dict(budget=args.budget, test_gt=gt_path, test_images=n_test,
                                     results=dict(results)))

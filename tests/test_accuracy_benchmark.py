@@ -11,6 +11,9 @@ from mmengine.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 CONSEP = REPO.parent / 'shared' / 'data' / 'consep'
+# the dry runs read the default data root's test_gt.json
+needs_consep = pytest.mark.skipif(not (CONSEP / 'test_gt.json').is_file(),
+                                  reason='needs ../shared/data/consep')
 
 
 def accuracy_module():
@@ -102,7 +105,7 @@ def test_options_are_checked() -> None:
         accuracy.parse_args(['--budget', '8', '--recipes', 'x50'])
 
 
-@pytest.mark.skipif(not (CONSEP / 'test_gt.json').is_file(), reason='needs ../shared/data/consep')
+@needs_consep
 def test_dry_run_plans_equal_budgets_and_the_chosen_test_modes(tmp_path, capsys) -> None:
     accuracy = accuracy_module()
     assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
@@ -119,6 +122,7 @@ def test_dry_run_plans_equal_budgets_and_the_chosen_test_modes(tmp_path, capsys)
     assert not (tmp_path / 'cell_r50_8it').exists()  # nothing ran
 
 
+@needs_consep
 def test_another_seed_trains_and_evaluates_apart(tmp_path, capsys) -> None:
     accuracy = accuracy_module()
     assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
@@ -131,6 +135,60 @@ def test_another_seed_trains_and_evaluates_apart(tmp_path, capsys) -> None:
     [test] = [line for line in lines if 'tools/test.py' in line]
     assert 'cell_r50_tuned_8it_seed2/iter_8.pth' in test
     assert 'metrics/cell_r50_tuned_8it_seed2_whole_' in test
+
+
+@needs_consep
+@pytest.mark.parametrize('cpu_amp, native, suffix', [
+    ('off', True, '_fp32'), ('bf16', False, '_bf16'), ('auto', True, '_bf16'),
+    ('auto', False, '_fp32')])
+def test_an_explicit_precision_trains_and_evaluates_apart(tmp_path, capsys, monkeypatch,
+                                                          cpu_amp, native, suffix) -> None:
+    from cellseg.engine.optimizers import cpu_amp_optim_wrapper
+    monkeypatch.setattr(cpu_amp_optim_wrapper, 'cpu_has_bf16', lambda: native)
+    accuracy = accuracy_module()
+    assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
+                          '--ann-dir', str(tmp_path / 'ann'), '--variants', 'whole',
+                          '--recipes', 'tuned', '--cpu-amp', cpu_amp]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    [train] = [line for line in lines if 'tools/train.py' in line]
+    assert train.endswith(f'--cpu-amp {cpu_amp}')
+    assert f"--work-dir {tmp_path / ('cell_r50_tuned_8it' + suffix)} " in train
+    [test] = [line for line in lines if 'tools/test.py' in line]
+    assert f'cell_r50_tuned_8it{suffix}/iter_8.pth' in test
+    assert f'metrics/cell_r50_tuned_8it{suffix}_whole_' in test
+
+
+@needs_consep
+def test_without_a_precision_the_names_are_those_of_earlier_runs(tmp_path, capsys) -> None:
+    accuracy = accuracy_module()
+    assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
+                          '--ann-dir', str(tmp_path / 'ann'), '--variants', 'whole',
+                          '--recipes', 'tuned']) == 0
+    [train] = [line for line in capsys.readouterr().out.splitlines() if 'tools/train.py' in line]
+    assert '--cpu-amp' not in train and train.endswith('randomness.seed=0')
+    assert f"--work-dir {tmp_path / 'cell_r50_tuned_8it'} " in train
+
+
+@needs_consep
+def test_eight_view_variant_takes_the_eight_view_pipeline(tmp_path, capsys) -> None:
+    accuracy = accuracy_module()
+    path = tmp_path / 'tta8.py'
+    path.write_text(accuracy.tiled_tta_config('configs/cell_r50_tuned.py', accuracy.TUNED_TTA8))
+    cfg = Config.fromfile(str(path))
+    src = Config.fromfile(str(REPO / accuracy.TUNED_TTA8))
+    four = Config.fromfile(str(REPO / accuracy.TUNED_TTA))
+    assert cfg.tta_pipeline == src.tta_pipeline != four.tta_pipeline
+    views = 1
+    for choice in cfg.tta_pipeline[1].transforms:
+        views *= len(choice)
+    assert views == 8
+    assert 'TTA8' not in accuracy.parse_args(['--budget', '8']).variants  # on request only
+    assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
+                          '--ann-dir', str(tmp_path / 'ann'), '--variants', 'TTA,TTA8',
+                          '--recipes', 'tuned']) == 0
+    tests = [line for line in capsys.readouterr().out.splitlines() if 'tools/test.py' in line]
+    assert len(tests) == 2 and all('--tta' in t for t in tests)
+    assert 'tiled_tta8.py' in tests[1] and '_TTA8_' in tests[1] and 'tiled_tta8' not in tests[0]
 
 
 def test_table_gives_each_row_its_change_from_the_reference(tmp_path) -> None:
