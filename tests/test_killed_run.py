@@ -7,6 +7,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from tool_runner import ToolProcess, start_tool
 
@@ -54,8 +55,10 @@ def wait_for_checkpoint(proc: ToolProcess, work: Path, name: str,
     raise AssertionError(f'no {name} after {timeout} s:\n{output(work)}')
 
 
+# bf16: the CPU autocast (CpuAmpOptimWrapper), native or emulated; off: float32 (OptimWrapper)
+@pytest.mark.parametrize('cpu_amp', ['bf16', 'off'])
 def test_resume_after_sigkill_gives_the_uninterrupted_weights(tiny_root: Path, tiny_ann: Path,
-                                                             tmp_path: Path) -> None:
+                                                             tmp_path: Path, cpu_amp: str) -> None:
     """Same final iteration, and the same weights and optimizer state, bit for bit
     (``torch.equal``, i.e. allclose with rtol=0, atol=0).
 
@@ -65,17 +68,18 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tiny_root: Path, t
     R-CNN samplers draw their anchors and RoIs: mmengine 0.10.7 neither saves nor restores those
     states, so without ``RNGStateHook`` the resumed run samples others (142 of 162 weight tensors
     of this tiny run then ended up to 1.6e-3 apart). The configs' samplers are kept as they are,
-    with one thread in every process.
+    with one thread in every process; in float32 and under the CPU's bfloat16 autocast (native
+    on a CPU with avx512_bf16, emulated elsewhere).
     """
     uninterrupted, killed = tmp_path / 'uninterrupted', tmp_path / 'killed'
-    reference = start(uninterrupted, tiny_root, tiny_ann)
-    victim = start(killed, tiny_root, tiny_ann)
+    reference = start(uninterrupted, tiny_root, tiny_ann, '--cpu-amp', cpu_amp)
+    victim = start(killed, tiny_root, tiny_ann, '--cpu-amp', cpu_amp)
     try:
         wait_for_checkpoint(victim, killed, 'epoch_1.pth')
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(60) == -signal.SIGKILL
         assert not (killed / f'epoch_{EPOCHS}.pth').exists()  # killed before the end
-        resumed = start(killed, tiny_root, tiny_ann, '--resume')
+        resumed = start(killed, tiny_root, tiny_ann, '--cpu-amp', cpu_amp, '--resume')
         finish(resumed, killed)
         finish(reference, uninterrupted)
     finally:
@@ -84,6 +88,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_weights(tiny_root: Path, t
                 proc.kill()
 
     assert 'Auto resumed from the latest checkpoint' in output(killed)
+    wrapper = 'CpuAmpOptimWrapper' if cpu_amp == 'bf16' else 'OptimWrapper instead of'
+    assert wrapper in output(killed) and wrapper in output(uninterrupted)
     images = len(json.loads((tiny_ann / 'train_all.json').read_text())['images'])
     per_epoch = -(-images // 2)  # batch 2
     # the resumed run logged only the second epoch, after the killed run's first
