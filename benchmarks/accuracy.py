@@ -47,6 +47,7 @@ sys.path.insert(0, REPO)
 
 from mmengine.config import Config  # noqa: E402
 
+from cellseg.apis.config_helpers import CPU_AMP_MODES  # noqa: E402
 from cellseg.utils.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 ORIGINAL = 'configs/cell_r50.py'
@@ -88,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0,
                         help='randomness.seed of the trainings (default 0); checkpoints and '
                         'metrics of another seed are kept apart (names end in _seedN)')
-    parser.add_argument('--cpu-amp', choices=('auto', 'bf16', 'off'),
+    parser.add_argument('--cpu-amp', choices=CPU_AMP_MODES,
                         help="tools/train.py's --cpu-amp for the trainings; given, the runs' "
                         "names end in _bf16 or _fp32")
     parser.add_argument('--dry-run', action='store_true', help='print the commands only')
