@@ -105,17 +105,21 @@ def test_options_are_checked() -> None:
         accuracy.parse_args(['--budget', '8', '--recipes', 'x50'])
 
 
+def dry_run(tmp_path, capsys, *options: str) -> tuple[list[str], list[str]]:
+    """The tools/train.py and tools/test.py lines ``accuracy.py --dry-run`` prints (budget 8)."""
+    assert accuracy_module().main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
+                                   '--ann-dir', str(tmp_path / 'ann'), *options]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    return ([line for line in lines if 'tools/train.py' in line],
+            [line for line in lines if 'tools/test.py' in line])
+
+
 @needs_consep
 def test_dry_run_plans_equal_budgets_and_the_chosen_test_modes(tmp_path, capsys) -> None:
-    accuracy = accuracy_module()
-    assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
-                          '--ann-dir', str(tmp_path / 'ann'), '--variants', 'whole,tiled + TTA',
-                          '--test-images', '5']) == 0
-    out = capsys.readouterr().out
-    trains = [line for line in out.splitlines() if 'tools/train.py' in line]
+    trains, tests = dry_run(tmp_path, capsys, '--variants', 'whole,tiled + TTA',
+                            '--test-images', '5')
     assert len(trains) == 2
     assert 'cell_r50_8it.py' in trains[0] and 'cell_r50_tuned_8it.py' in trains[1]
-    tests = [line for line in out.splitlines() if 'tools/test.py' in line]
     assert len(tests) == 4  # two modes for each recipe
     assert sum('--tta' in t for t in tests) == 2
     assert all('test_gt_first5.json' in t for t in tests)
@@ -124,15 +128,10 @@ def test_dry_run_plans_equal_budgets_and_the_chosen_test_modes(tmp_path, capsys)
 
 @needs_consep
 def test_another_seed_trains_and_evaluates_apart(tmp_path, capsys) -> None:
-    accuracy = accuracy_module()
-    assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
-                          '--ann-dir', str(tmp_path / 'ann'), '--variants', 'whole',
-                          '--recipes', 'tuned', '--seed', '2']) == 0
-    lines = capsys.readouterr().out.splitlines()
-    [train] = [line for line in lines if 'tools/train.py' in line]
+    [train], [test] = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned',
+                              '--seed', '2')
     assert train.endswith('randomness.seed=2')
     assert f"--work-dir {tmp_path / 'cell_r50_tuned_8it_seed2'} " in train
-    [test] = [line for line in lines if 'tools/test.py' in line]
     assert 'cell_r50_tuned_8it_seed2/iter_8.pth' in test
     assert 'metrics/cell_r50_tuned_8it_seed2_whole_' in test
 
@@ -145,26 +144,17 @@ def test_an_explicit_precision_trains_and_evaluates_apart(tmp_path, capsys, monk
                                                           cpu_amp, native, suffix) -> None:
     from cellseg.engine.optimizers import cpu_amp_optim_wrapper
     monkeypatch.setattr(cpu_amp_optim_wrapper, 'cpu_has_bf16', lambda: native)
-    accuracy = accuracy_module()
-    assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
-                          '--ann-dir', str(tmp_path / 'ann'), '--variants', 'whole',
-                          '--recipes', 'tuned', '--cpu-amp', cpu_amp]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    [train] = [line for line in lines if 'tools/train.py' in line]
+    [train], [test] = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned',
+                              '--cpu-amp', cpu_amp)
     assert train.endswith(f'--cpu-amp {cpu_amp}')
     assert f"--work-dir {tmp_path / ('cell_r50_tuned_8it' + suffix)} " in train
-    [test] = [line for line in lines if 'tools/test.py' in line]
     assert f'cell_r50_tuned_8it{suffix}/iter_8.pth' in test
     assert f'metrics/cell_r50_tuned_8it{suffix}_whole_' in test
 
 
 @needs_consep
 def test_without_a_precision_the_names_are_those_of_earlier_runs(tmp_path, capsys) -> None:
-    accuracy = accuracy_module()
-    assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
-                          '--ann-dir', str(tmp_path / 'ann'), '--variants', 'whole',
-                          '--recipes', 'tuned']) == 0
-    [train] = [line for line in capsys.readouterr().out.splitlines() if 'tools/train.py' in line]
+    [train], _ = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned')
     assert '--cpu-amp' not in train and train.endswith('randomness.seed=0')
     assert f"--work-dir {tmp_path / 'cell_r50_tuned_8it'} " in train
 
@@ -183,10 +173,7 @@ def test_eight_view_variant_takes_the_eight_view_pipeline(tmp_path, capsys) -> N
         views *= len(choice)
     assert views == 8
     assert 'TTA8' not in accuracy.parse_args(['--budget', '8']).variants  # on request only
-    assert accuracy.main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
-                          '--ann-dir', str(tmp_path / 'ann'), '--variants', 'TTA,TTA8',
-                          '--recipes', 'tuned']) == 0
-    tests = [line for line in capsys.readouterr().out.splitlines() if 'tools/test.py' in line]
+    _, tests = dry_run(tmp_path, capsys, '--variants', 'TTA,TTA8', '--recipes', 'tuned')
     assert len(tests) == 2 and all('--tta' in t for t in tests)
     assert 'tiled_tta8.py' in tests[1] and '_TTA8_' in tests[1] and 'tiled_tta8' not in tests[0]
 
