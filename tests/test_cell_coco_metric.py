@@ -204,11 +204,15 @@ def test_second_evaluation_reuses_the_ground_truth(case) -> None:
     gt_path, preds = case
     metric = CellCocoMetric(ann_file=str(gt_path), metric=['segm'], classwise=True)
     metric.dataset_meta = dict(classes=CLASS_NAMES)
-    outs = []
+    outs, cached = [], []
     for _ in range(2):
         metric.process({}, data_samples(preds))
         outs.append(metric.evaluate(len(preds)))
-    assert len(metric._nuclei_gt[1]) == len(preds)
+        cached.append(dict(metric._nuclei_gt[1]))
+    # one batch of images holds every image's ground truth, built by the first evaluation only
+    (key, gt), = cached[0].items()
+    assert len(key[0]) == len(preds) and gt[0].n_images == len(preds)
+    assert cached[1][key] is gt
     assert outs[0] == outs[1]
 
 

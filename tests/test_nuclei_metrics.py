@@ -300,6 +300,40 @@ def test_detection_and_classification_f1():
     assert wide.summary()['f1_detection'] == pytest.approx(2 * 4 / (2 * 4 + 0 + 1))
 
 
+def test_a_batch_of_images_scores_as_its_images_one_by_one():
+    """NucleiMetrics.add_overlap on many images at once (what the COCO path runs) gives the rows
+    and summary of add() image by image; images of several shapes, one without ground truth,
+    one without prediction."""
+    from cellseg.evaluation.nuclei_metrics import overlap_of, sparse_labels_of
+
+    rng = np.random.default_rng(4)
+    gts, preds = [], []
+    for k, shape in enumerate([(64, 64), (40, 64), (64, 30), (64, 64), (33, 50)]):
+        n = 12
+        centres = rng.uniform(4, 60, (n, 2)) * np.array(shape) / 64
+        radii = rng.uniform(2, 6, n)
+        gt = random_labels(rng, centres, radii, np.arange(1, n + 1), shape)
+        pred = random_labels(rng, centres + rng.normal(0, 1.5, (n, 2)), radii,
+                             rng.permutation(500)[:n] + 1, shape)
+        gts.append(gt * (k != 1))  # image 1: no ground truth
+        preds.append(pred * (k != 3))  # image 3: no prediction
+    one_by_one, batch = NucleiMetrics(), NucleiMetrics()
+    for gt, pred in zip(gts, preds):
+        one_by_one.add(gt, pred, {int(i): int(i) % 3 + 1 for i in np.unique(gt)},
+                       {int(i): int(i) % 3 + 1 for i in np.unique(pred)})
+    gt_sl, pred_sl = sparse_labels_of(gts, 'gt'), sparse_labels_of(preds, 'pred')
+    rows = batch.add_overlap(overlap_of(gt_sl, pred_sl), gt_sl.source % 3 + 1,
+                             pred_sl.source % 3 + 1)
+    assert len(rows) == 5
+    for want, got in zip(one_by_one.rows, rows):
+        check(got, **want)
+    want, got = one_by_one.summary(), batch.summary()
+    assert want.keys() == got.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-12, nan_ok=True), key
+    assert rows[1]['n_gt'] == 0 and rows[3]['n_pred'] == 0 and rows[0]['tp'] > 5
+
+
 # ---- label images from detections ----------------------------------------------------------
 
 def rect_mask(rows: tuple[int, int], cols: tuple[int, int], shape=(8, 8)) -> np.ndarray:

@@ -4,7 +4,8 @@ Definitions follow HoVer-Net (github.com/vqdang/hover_net: ``metrics/stats_utils
 ``compute_stats.py``); per-class PQ follows CoNIC (TissueImageAnalytics/CoNIC ``compute_stats.py``)
 and PanNuke (TissueImageAnalytics/PanNuke-metrics ``run.py``). HoVer-Net compares full-image
 masks pair by pair; here one joint histogram of (gt id, pred id) pixel pairs gives every
-intersection at once: a few passes over the foreground pixels, whatever the instance count.
+intersection at once, for a whole batch of images (``SparseLabels``): a few passes over the
+foreground pixels, whatever the instance and image counts.
 
 Edge cases, where the reference code divides by zero or crashes:
 
@@ -27,6 +28,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
+from cellseg.structures.sparse_labels import SparseLabels, label_images
+
 
 def _check_labels(a: np.ndarray, name: str) -> np.ndarray:
     a = np.asarray(a)
@@ -41,80 +44,94 @@ def _check_labels(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
-def _renumber(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(flat image with ids renumbered 1..N in increasing id order, original id of 1..N); the
-    order is HoVer-Net's ``remap_label(by_size=False)``'s, so AJI's argmax ties agree."""
-    flat = a.ravel()
-    top = int(flat.max(initial=0))
-    if top > 4 * flat.size + 1024:  # ids too sparse for a lookup table: sort instead
-        ids, inv = np.unique(flat, return_inverse=True)
-        return (inv if ids[0] == 0 else inv + 1).astype(np.intp), ids[ids > 0]
-    flat = flat.astype(np.intp, copy=False)  # bincount refuses uint64
-    ids = np.flatnonzero(np.bincount(flat, minlength=top + 1)[1:]) + 1
-    if ids.size == top:  # already 1..N, as predict writes them
-        return flat, ids
-    lut = np.zeros(top + 1, np.intp)
-    lut[ids] = np.arange(1, ids.size + 1)
-    return lut[flat], ids
+def sparse_labels_of(images: Sequence[np.ndarray], name: str) -> SparseLabels:
+    """``SparseLabels`` of instance label images (0 = background), checked; ``source`` holds
+    the labels, instances follow increasing label (HoVer-Net's ``remap_label(by_size=False)``
+    order, so AJI's argmax ties agree). ``name`` names the images in errors."""
+    return label_images([_check_labels(a, name) for a in images])
 
 
 @dataclass
 class Overlap:
-    """Everything the metrics need from one (gt, pred) pair of label images.
+    """Everything the metrics need from the (gt, pred) label images of ``n_images`` images.
 
-    Instances are indexed 0..G-1 / 0..P-1 in increasing label order (``gt_ids``/``pred_ids``
-    give their labels); ``pair_gt``, ``pair_pred``, ``inter`` list the pairs that share pixels.
-    Centroids are (x, y) = mean pixel (column, row), HoVer-Net's ``inst_centroid``."""
+    Instances are numbered image after image (``SparseLabels``); ``pair_gt``, ``pair_pred``,
+    ``inter`` list the pairs that share pixels, ``pair_image`` their image. Centroids are
+    (x, y) = mean pixel (column, row), HoVer-Net's ``inst_centroid``."""
 
-    gt_ids: np.ndarray
-    pred_ids: np.ndarray
+    gt: SparseLabels
+    pred: SparseLabels
     gt_area: np.ndarray
     pred_area: np.ndarray
     pair_gt: np.ndarray
     pair_pred: np.ndarray
+    pair_image: np.ndarray
     inter: np.ndarray
+    union: np.ndarray
+    iou: np.ndarray
     gt_centroid: np.ndarray
     pred_centroid: np.ndarray
-    fg: np.ndarray  # flat indices of the pixels in either foreground
-    gt_fg: np.ndarray  # gt instance index + 1 (0 = background) of each of those pixels
-    pred_fg: np.ndarray
-    union: np.ndarray  # of each pair
-    iou: np.ndarray
+
+    @property
+    def n_images(self) -> int:
+        return self.gt.n_images
+
+    def per_image(self, side: str, values: np.ndarray | None = None) -> np.ndarray:
+        """Count (or sum of ``values``) of the gt or pred instances of each image."""
+        labels = self.gt if side == 'gt' else self.pred
+        return np.bincount(labels.image_of_instance(), weights=values, minlength=self.n_images)
 
 
-def _centroids(dense: np.ndarray, n: int, area: np.ndarray, xy: tuple) -> np.ndarray:
-    sums = [np.bincount(dense, weights=w, minlength=n + 1)[1:] for w in xy]
-    return np.stack(sums, axis=1) / np.maximum(area, 1)[:, None]
+def overlap_of(gt: SparseLabels, pred: SparseLabels,
+               gt_area: np.ndarray | None = None, gt_centroid: np.ndarray | None = None
+               ) -> Overlap:
+    """The sparse (gt, pred) contingency table of every image of ``gt`` and ``pred`` (the same
+    images); ``gt_area``, ``gt_centroid`` when already known (a cached ground truth)."""
+    if gt.n_images != pred.n_images or not np.array_equal(gt.pixel_start, pred.pixel_start):
+        raise ValueError('gt and pred label images differ in number or shape')
+    n_gt, n_pred = np.diff(gt.inst_start), np.diff(pred.inst_start)
+    gt_area = gt.areas() if gt_area is None else gt_area
+    pred_area = pred.areas()
+    # both sides are disjoint runs sorted by start: the gt runs a pred run meets are those
+    # ending after its start and starting before its end
+    gt_end, pred_end = gt.starts + gt.lengths, pred.starts + pred.lengths
+    lo = np.searchsorted(gt_end, pred.starts, side='right')
+    met = np.maximum(np.searchsorted(gt.starts, pred_end, side='left') - lo, 0)
+    pr = np.repeat(np.arange(pred.starts.size), met)
+    gr = np.repeat(lo, met) + np.arange(pr.size) - np.repeat(np.cumsum(met) - met, met)
+    shared = (np.minimum(gt_end[gr], pred_end[pr]) - np.maximum(gt.starts[gr], pred.starts[pr]))
+    g, p = gt.owner[gr], pred.owner[pr]
+    image = gt.image_of_instance()[g]
+    # one dense joint histogram over every image's G x P table while that is small
+    cells = n_gt * n_pred
+    base = np.cumsum(cells) - cells
+    code = base[image] + (g - gt.inst_start[image]) * n_pred[image] + p - pred.inst_start[image]
+    if cells.sum() <= 4 * code.size + 2 ** 20:
+        joint = np.bincount(code, weights=shared, minlength=int(cells.sum()))
+        codes = np.flatnonzero(joint)
+        inter = joint[codes].astype(np.int64)
+    else:
+        codes, where = np.unique(code, return_inverse=True)
+        inter = np.bincount(where, weights=shared, minlength=codes.size).astype(np.int64)
+    # images without a table cell share their base with the next one: 'right' picks the last
+    pair_image = np.searchsorted(base, codes, side='right') - 1
+    local_g, local_p = np.divmod(codes - base[pair_image], np.maximum(n_pred[pair_image], 1))
+    pair_gt, pair_pred = local_g + gt.inst_start[pair_image], local_p + pred.inst_start[pair_image]
+    union = gt_area[pair_gt] + pred_area[pair_pred] - inter
+    return Overlap(gt, pred, gt_area, pred_area, pair_gt, pair_pred, pair_image, inter, union,
+                   inter / np.maximum(union, 1),
+                   gt.centroids(gt_area) if gt_centroid is None else gt_centroid,
+                   pred.centroids(pred_area))
 
 
 def overlap_table(gt_labels: np.ndarray, pred_labels: np.ndarray) -> Overlap:
-    """The sparse (gt, pred) contingency table of two instance label images (0 = background)."""
-    gt, pred = _check_labels(gt_labels, 'gt_labels'), _check_labels(pred_labels, 'pred_labels')
-    if gt.shape != pred.shape:
-        raise ValueError(f'gt_labels {gt.shape} and pred_labels {pred.shape} differ in shape')
-    gf, pf = gt.ravel(), pred.ravel()
-    # background in both tells nothing: every later pass runs on the other pixels only
-    fg = np.flatnonzero((gf != 0) | (pf != 0))
-    g, gt_ids = _renumber(gf[fg])
-    p, pred_ids = _renumber(pf[fg])
-    n_g, n_p = gt_ids.size, pred_ids.size
-    if (n_g + 1) * (n_p + 1) <= 4 * g.size + 1024:  # one dense joint histogram, areas included
-        joint = np.bincount(g * (n_p + 1) + p, minlength=(n_g + 1) * (n_p + 1))
-        joint = joint.reshape(n_g + 1, n_p + 1)
-        gt_area, pred_area = joint[1:].sum(axis=1), joint[:, 1:].sum(axis=0)
-        pair_gt, pair_pred = np.nonzero(joint[1:, 1:])
-        inter = joint[1:, 1:][pair_gt, pair_pred]
-    else:  # many instances: histogram the pixels in both foregrounds sparsely
-        gt_area = np.bincount(g, minlength=n_g + 1)[1:]
-        pred_area = np.bincount(p, minlength=n_p + 1)[1:]
-        both = (g > 0) & (p > 0)
-        codes, inter = np.unique((g[both] - 1) * n_p + p[both] - 1, return_counts=True)
-        pair_gt, pair_pred = np.divmod(codes, n_p)
-    rows, cols = np.divmod(fg, gt.shape[1])
-    union = gt_area[pair_gt] + pred_area[pair_pred] - inter
-    return Overlap(gt_ids, pred_ids, gt_area, pred_area, pair_gt, pair_pred, inter,
-                   _centroids(g, n_g, gt_area, (cols, rows)),
-                   _centroids(p, n_p, pred_area, (cols, rows)), fg, g, p, union, inter / union)
+    """The ``Overlap`` of one pair of instance label images (0 = background)."""
+    gt = sparse_labels_of([gt_labels], 'gt_labels')
+    pred = sparse_labels_of([pred_labels], 'pred_labels')
+    if np.shape(gt_labels) != np.shape(pred_labels):
+        raise ValueError(f'gt_labels {np.shape(gt_labels)} and pred_labels '
+                         f'{np.shape(pred_labels)} differ in shape')
+    return overlap_of(gt, pred)
 
 
 def _pq_from_counts(tp: float, fp: float, fn: float, sum_iou: float) -> tuple[float, ...]:
@@ -127,55 +144,68 @@ def _pq_from_counts(tp: float, fp: float, fn: float, sum_iou: float) -> tuple[fl
 
 
 def _match_counts(ov: Overlap, match_iou: float, gt_sel: np.ndarray | None = None,
-                  pred_sel: np.ndarray | None = None) -> tuple[int, int, int, float]:
-    """(tp, fp, fn, sum of matched IoUs), optionally among selected gt / pred instances only."""
+                  pred_sel: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Per image: (tp, fp, fn, sum of matched IoUs), optionally among selected gt / pred
+    instances only."""
     keep = ov.iou > match_iou
-    n_gt, n_pred = ov.gt_ids.size, ov.pred_ids.size
     if gt_sel is not None and pred_sel is not None:
         keep &= gt_sel[ov.pair_gt] & pred_sel[ov.pair_pred]
-        n_gt, n_pred = int(gt_sel.sum()), int(pred_sel.sum())
-    tp = int(keep.sum())
-    return tp, n_pred - tp, n_gt - tp, float(ov.iou[keep].sum())
+    n_gt = ov.per_image('gt', None if gt_sel is None else gt_sel.astype(np.float64))
+    n_pred = ov.per_image('pred', None if pred_sel is None else pred_sel.astype(np.float64))
+    tp = np.bincount(ov.pair_image[keep], minlength=ov.n_images)
+    sum_iou = np.bincount(ov.pair_image[keep], weights=ov.iou[keep], minlength=ov.n_images)
+    return tp, n_pred - tp, n_gt - tp, sum_iou
 
 
 # metrics/stats_utils.py, get_fast_pq: pairs are (gt, pred) with IoU > match_iou; at
 # match_iou >= 0.5 a gt overlaps at most one pred by more than half its union, so the pairing is
 # unique and maximal without the Munkres step; DQ = tp / (tp + fp/2 + fn/2), SQ = mean matched IoU.
-def _pq(ov: Overlap, match_iou: float) -> dict[str, float]:
-    tp, fp, fn, sum_iou = _match_counts(ov, match_iou)
-    pq, dq, sq = _pq_from_counts(tp, fp, fn, sum_iou)
-    return dict(pq=pq, dq=dq, sq=sq, tp=tp, fp=fp, fn=fn)
-
-
 # metrics/stats_utils.py, get_fast_aji (MoNuSeg's AJI): each gt takes the pred of highest IoU
 # (a pred may serve several gts); the sum of those intersections is divided by the sum of their
 # unions plus the areas of gts without any overlap and of preds no gt took.
-def _aji(ov: Overlap) -> float:
-    if ov.gt_ids.size == 0 and ov.pred_ids.size == 0:
-        return 1.0
+def _aji(ov: Overlap) -> np.ndarray:
+    """AJI of each image; 1.0 where both sides are empty."""
     # HoVer-Net ranks by inter / (union + 1e-6); keeping its epsilon keeps its choice between
     # near-equal IoUs, and np.argmax's first maximum is the lowest pred id (lexsort's last key).
     order = np.lexsort((ov.pair_pred, -ov.inter / (ov.union + 1.0e-6), ov.pair_gt))
     first = np.ones(order.size, bool)
     first[1:] = ov.pair_gt[order[1:]] != ov.pair_gt[order[:-1]]
     best = order[first]
-    total_union = (ov.union[best].sum() + ov.gt_area.sum() - ov.gt_area[ov.pair_gt[best]].sum()
-                   + ov.pred_area.sum() - ov.pred_area[np.unique(ov.pair_pred[best])].sum())
-    return float(ov.inter[best].sum() / total_union)
+    n, image = ov.n_images, ov.pair_image[best]
+    taken = np.unique(ov.pair_pred[best])
+    total_union = (np.bincount(image, weights=ov.union[best], minlength=n)
+                   + ov.per_image('gt', ov.gt_area.astype(np.float64))
+                   - np.bincount(image, weights=ov.gt_area[ov.pair_gt[best]], minlength=n)
+                   + ov.per_image('pred', ov.pred_area.astype(np.float64))
+                   - np.bincount(ov.pred.image_of_instance()[taken],
+                                 weights=ov.pred_area[taken], minlength=n))
+    total_inter = np.bincount(image, weights=ov.inter[best], minlength=n)
+    empty = total_union == 0  # no instance on either side
+    return np.where(empty, 1.0, total_inter / np.where(empty, 1, total_union))
 
 
 # metrics/stats_utils.py, get_dice_1: Dice of foreground (any instance) against background.
-def _dice(ov: Overlap) -> float:
-    denom = ov.gt_area.sum() + ov.pred_area.sum()
+def _dice(ov: Overlap) -> np.ndarray:
+    """Dice of each image; 1.0 where both foregrounds are empty."""
+    denom = (ov.per_image('gt', ov.gt_area.astype(np.float64))
+             + ov.per_image('pred', ov.pred_area.astype(np.float64)))
     # every pixel in both foregrounds lies in exactly one overlapping pair
-    return float(2.0 * ov.inter.sum() / denom) if denom else 1.0
+    inter = np.bincount(ov.pair_image, weights=ov.inter, minlength=ov.n_images)
+    return np.where(denom > 0, 2.0 * inter / np.where(denom > 0, denom, 1), 1.0)
 
 
-def _row(ov: Overlap, match_iou: float) -> dict[str, float]:
-    row = _pq(ov, match_iou)
-    row.update(aji=_aji(ov), dice=_dice(ov), n_gt=int(ov.gt_ids.size),
-               n_pred=int(ov.pred_ids.size))
-    return row
+def _rows(ov: Overlap, match_iou: float) -> list[dict[str, float]]:
+    """``image_metrics`` of every image of ``ov``."""
+    tp, fp, fn, sum_iou = _match_counts(ov, match_iou)
+    aji, dice = _aji(ov), _dice(ov)
+    n_gt, n_pred = np.diff(ov.gt.inst_start), np.diff(ov.pred.inst_start)
+    rows = []
+    for i in range(ov.n_images):
+        pq, dq, sq = _pq_from_counts(int(tp[i]), int(fp[i]), int(fn[i]), float(sum_iou[i]))
+        rows.append(dict(pq=pq, dq=dq, sq=sq, tp=int(tp[i]), fp=int(fp[i]), fn=int(fn[i]),
+                         aji=float(aji[i]), dice=float(dice[i]), n_gt=int(n_gt[i]),
+                         n_pred=int(n_pred[i])))
+    return rows
 
 
 def _check_match_iou(match_iou: float) -> None:
@@ -188,27 +218,27 @@ def image_metrics(gt_labels: np.ndarray, pred_labels: np.ndarray, match_iou: flo
     """Class-agnostic metrics of one image: ``pq``, ``dq``, ``sq`` (pairs at IoU > match_iou),
     ``aji``, ``dice`` and the counts ``tp``, ``fp``, ``fn``, ``n_gt``, ``n_pred``."""
     _check_match_iou(match_iou)
-    return _row(overlap_table(gt_labels, pred_labels), match_iou)
+    return _rows(overlap_table(gt_labels, pred_labels), match_iou)[0]
 
 
-def _instance_classes(ov: Overlap, side: str, classes: np.ndarray | Mapping[int, int],
+def _instance_classes(labels: SparseLabels, side: str, classes: np.ndarray | Mapping[int, int],
                       shape: tuple[int, ...]) -> np.ndarray:
-    """Class of each gt (``side='gt'``) or pred instance of ``ov``.
+    """Class of each instance of the one image of ``labels`` (from ``sparse_labels_of``).
 
     ``classes``: a class map of the image (pixel value = class of that pixel's instance) or a
     mapping {instance label: class}. From a map an instance takes its most frequent nonzero
     class (0 only when all its pixels are 0; ties: the lowest class): the rule of HoVer-Net's
     ``models/hovernet/post_proc.py`` (``process``) for ``inst_type``."""
-    ids, dense = (ov.gt_ids, ov.gt_fg) if side == 'gt' else (ov.pred_ids, ov.pred_fg)
     if isinstance(classes, Mapping):
-        return np.array([int(classes.get(int(i), 0)) for i in ids], np.int64)
+        return np.array([int(classes.get(int(i), 0)) for i in labels.source], np.int64)
     cmap = _check_labels(classes, f'{side}_classes')
     if cmap.shape != shape:
         raise ValueError(f'{side}_classes: shape {cmap.shape}, its label image has {shape}')
-    cmap = cmap.ravel()[ov.fg].astype(np.intp)
-    k = int(cmap.max(initial=0)) + 1
-    votes = np.bincount(dense * k + cmap, minlength=(ids.size + 1) * k).reshape(-1, k)[1:, 1:]
-    cls = np.argmax(votes, axis=1) + 1 if k > 1 else np.zeros(ids.size, np.intp)
+    positions, owner = labels.pixels()
+    cmap = np.ravel(cmap, order='F')[positions].astype(np.intp)
+    n, k = labels.n_instances, int(cmap.max(initial=0)) + 1
+    votes = np.bincount(owner * k + cmap, minlength=n * k).reshape(-1, k)[:, 1:]
+    cls = np.argmax(votes, axis=1) + 1 if k > 1 else np.zeros(n, np.intp)
     return np.where(votes.sum(axis=1) > 0, cls, 0)
 
 
@@ -276,31 +306,52 @@ class NucleiMetrics:
         ``gt_classes`` / ``pred_classes``: a class map of the label image's shape (pixel value =
         class id 1..K of that pixel's instance, 0 = background) or a mapping {instance label:
         class id}. Give both or neither, and the same for every image."""
+        if (gt_classes is None) != (pred_classes is None):
+            raise ValueError('give both gt_classes and pred_classes, or neither')
+        ov = overlap_table(gt_labels, pred_labels)
+        classes = None
+        if gt_classes is not None:
+            shape = np.shape(gt_labels)
+            classes = (_instance_classes(ov.gt, 'gt', gt_classes, shape),
+                       _instance_classes(ov.pred, 'pred', pred_classes, shape))
+        return self.add_overlap(ov, *(classes or (None, None)))[0]
+
+    def add_overlap(self, ov: Overlap, gt_classes: np.ndarray | None = None,
+                    pred_classes: np.ndarray | None = None) -> list[dict[str, float]]:
+        """Add every image of ``ov``, with the class (1..K; 0 = none) of each gt and pred
+        instance or without classes; returns their rows."""
         with_classes = gt_classes is not None
         if with_classes != (pred_classes is not None):
             raise ValueError('give both gt_classes and pred_classes, or neither')
         if self._with_classes is not None and with_classes != self._with_classes:
             raise ValueError('give class maps for every image or for none')
         self._with_classes = with_classes
-        ov = overlap_table(gt_labels, pred_labels)
-        row = _row(ov, self.match_iou)
+        rows = _rows(ov, self.match_iou)
+        n = ov.n_images
         if with_classes:
-            shape = np.shape(gt_labels)
-            gt_cls = _instance_classes(ov, 'gt', gt_classes, shape)
-            pred_cls = _instance_classes(ov, 'pred', pred_classes, shape)
-            present = set(np.unique(gt_cls[gt_cls > 0]).tolist())
-            counts = {c: _match_counts(ov, self.match_iou, gt_cls == c, pred_cls == c)
-                      for c in present | set(np.unique(pred_cls[pred_cls > 0]).tolist())}
-            self._class_counts.append(counts)
-            self._gt_class_present.append(present)
+            gt_cls = np.asarray(gt_classes, np.int64)
+            pred_cls = np.asarray(pred_classes, np.int64)
+            seen = np.union1d(gt_cls[gt_cls > 0], pred_cls[pred_cls > 0]).tolist()
+            per_class = {c: _match_counts(ov, self.match_iou, gt_cls == c, pred_cls == c)
+                         for c in seen}
+            for i in range(n):
+                # a class counts in an image when either side has it (tp + fn = its gt)
+                counts = {c: (int(tp[i]), int(fp[i]), int(fn[i]), float(s[i]))
+                          for c, (tp, fp, fn, s) in per_class.items() if tp[i] + fp[i] + fn[i]}
+                self._class_counts.append(counts)
+                self._gt_class_present.append({c for c, k in counts.items() if k[0] + k[2]})
         else:
-            gt_cls = np.zeros(ov.gt_ids.size, np.int64)
-            pred_cls = np.zeros(ov.pred_ids.size, np.int64)
-        pairs, un_gt, un_pred = pair_centroids(ov.gt_centroid, ov.pred_centroid, self.radius)
-        self._det.append((gt_cls[pairs[:, 0]], pred_cls[pairs[:, 1]], gt_cls[un_gt],
-                          pred_cls[un_pred]))
-        self.rows.append(row)
-        return row
+            gt_cls = np.zeros(int(ov.gt.inst_start[-1]), np.int64)
+            pred_cls = np.zeros(int(ov.pred.inst_start[-1]), np.int64)
+        g0, p0 = ov.gt.inst_start, ov.pred.inst_start
+        for i in range(n):
+            gc, pc = gt_cls[g0[i]:g0[i + 1]], pred_cls[p0[i]:p0[i + 1]]
+            pairs, un_gt, un_pred = pair_centroids(ov.gt_centroid[g0[i]:g0[i + 1]],
+                                                   ov.pred_centroid[p0[i]:p0[i + 1]],
+                                                   self.radius)
+            self._det.append((gc[pairs[:, 0]], pc[pairs[:, 1]], gc[un_gt], pc[un_pred]))
+        self.rows.extend(rows)
+        return rows
 
     def summary(self) -> dict[str, float]:
         """``n_images``, ``pq``, ``dq``, ``sq``, ``aji``, ``dice``, ``f1_detection``; with class
@@ -373,74 +424,3 @@ def detections_to_label_image(masks: Sequence[np.ndarray | Mapping], scores: Seq
     crops = crops_of_masks([masks[i] for i in keep], shape)
     inst, class_of_id, _ = label_image(crops, scores[keep], labels[keep], shape)
     return inst, class_map(inst, class_of_id)
-
-
-# ---- COCO ground truth and detections -----------------------------------------------------------
-
-#: per image: (masks as COCO RLEs or HxW arrays, scores, class ids 1..K = place in cat_ids + 1)
-ImageDetections = tuple[Sequence, np.ndarray, np.ndarray]
-
-
-def coco_gt_instances(coco, img_id: int, cat_ids: Sequence[int]) -> tuple[list, np.ndarray]:
-    """(mask crops, class ids 1..K) of an image's ground-truth annotations of ``cat_ids`` (the
-    k-th category is class k + 1), in annotation order; crowd and ignored annotations, which
-    COCOeval does not count as instances, are left out. ``coco``: a pycocotools ``COCO``;
-    polygons, RLEs and uncompressed RLEs all pass through its ``annToRLE``."""
-    from cellseg.structures.label_images import crops_of_rles
-
-    col = {c: k + 1 for k, c in enumerate(cat_ids)}
-    anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
-            if a['category_id'] in col and not a.get('iscrowd', 0) and not a.get('ignore', 0)]
-    crops = crops_of_rles([coco.annToRLE(a) for a in anns])
-    return crops, np.array([col[a['category_id']] for a in anns], np.int64)
-
-
-def coco_nuclei_metrics(coco, detections: Mapping[int, ImageDetections], cat_ids: Sequence[int],
-                        img_ids: Sequence[int] | None = None, score_thr: float = 0.5,
-                        match_iou: float = 0.5, radius: float = 12.0,
-                        gt_cache: dict | None = None) -> NucleiMetrics:
-    """``NucleiMetrics`` of detections against a COCO ground truth, class maps included.
-
-    Each image (``img_ids``, default all of ``coco``) becomes a pair of label images as
-    ``tools/predict.py`` writes them: the detections scoring >= ``score_thr``, overlaps given to
-    the higher score (``cellseg.structures.label_images``); and the ground truth
-    (``coco_gt_instances``), where an overlap, which label-image data sets do not have, goes to
-    the later annotation. An image without detections is an empty prediction. Classes are
-    1..len(cat_ids), all reported. ``gt_cache``: a dict kept between calls on the same
-    ``coco``, holding each image's ground-truth label image (as its foreground pixels, so memory
-    follows the cells, not the images) so it is decoded and painted once.
-    """
-    from cellseg.structures.label_images import crops_of_masks, label_image
-
-    metrics = NucleiMetrics(classes=range(1, len(cat_ids) + 1), match_iou=match_iou,
-                            radius=radius)
-    empty: ImageDetections = ([], np.zeros(0), np.zeros(0, np.int64))
-    for img_id in sorted(coco.getImgIds()) if img_ids is None else img_ids:
-        info = coco.imgs[img_id]
-        shape = (int(info['height']), int(info['width']))
-        if gt_cache is not None and img_id in gt_cache:
-            fg, ids, gt_cls = gt_cache[img_id]
-            gt_lab = np.zeros(shape, ids.dtype)
-            gt_lab.ravel()[fg] = ids
-        else:
-            gt_crops, gt_classes = coco_gt_instances(coco, img_id, cat_ids)
-            # no scores: the later annotation keeps an overlapped pixel, as it is painted last
-            gt_lab, gt_cls, _ = label_image(
-                gt_crops, np.arange(len(gt_crops), dtype=np.float64), gt_classes, shape)
-            if gt_cache is not None:
-                fg = np.flatnonzero(gt_lab)
-                fg = fg.astype(np.int32) if gt_lab.size < 2 ** 31 else fg
-                gt_cache[img_id] = fg, gt_lab.ravel()[fg], gt_cls
-        masks, scores, classes = detections.get(img_id, empty)
-        scores = np.asarray(scores, np.float64).ravel()
-        keep = np.flatnonzero(scores >= score_thr)
-        try:
-            crops = crops_of_masks([masks[i] for i in keep], shape)
-        except ValueError as e:
-            raise ValueError(f'image {img_id} ({shape[0]}x{shape[1]} in the ground truth): {e}'
-                             ) from e
-        pred_lab, pred_cls, _ = label_image(crops, scores[keep],
-                                            np.asarray(classes, np.int64).ravel()[keep], shape)
-        metrics.add(gt_lab, pred_lab, dict(enumerate(gt_cls.tolist(), 1)),
-                    dict(enumerate(pred_cls.tolist(), 1)))
-    return metrics

@@ -84,7 +84,7 @@ def encode_windows(windows: np.ndarray, y0: np.ndarray, x0: np.ndarray, height: 
     return rles_from_runs(owner, starts, lengths, n, height, width)
 
 
-def _label_map_runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+def label_map_runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                   np.ndarray]:
     """``(ids, owner, starts, lengths)``: the non-zero ids of an id map in increasing order and
     the runs of each (``owner`` indexes ``ids``) in column-major order."""
@@ -104,14 +104,14 @@ def _label_map_runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 def encode_label_map(labels: np.ndarray) -> tuple[np.ndarray, list[dict]]:
     """``(ids, rles)``: the non-zero ids of an HxW id map in increasing order and the compressed
     COCO RLE of each (what ``pycocotools.mask.encode(labels == id)`` gives), from one pass."""
-    ids, owner, starts, lengths = _label_map_runs(labels)
+    ids, owner, starts, lengths = label_map_runs(labels)
     return ids, rles_from_runs(owner, starts, lengths, len(ids), *labels.shape)
 
 
 def encode_instances(labels: np.ndarray) -> list[dict]:
     """The instances of an id map, ``[{'id', 'segmentation', 'bbox',
     'area'}]`` by increasing id with ``counts`` as str, from one pass over the map."""
-    ids, owner, starts, lengths = _label_map_runs(labels)
+    ids, owner, starts, lengths = label_map_runs(labels)
     if not ids.size:
         return []
     rles = rles_from_runs(owner, starts, lengths, len(ids), *labels.shape)
@@ -132,16 +132,22 @@ def rle_string_counts(strings: list[str | bytes]) -> tuple[np.ndarray, np.ndarra
     from the fourth count on, counts are stored as differences from the count two places before.
     Raises ValueError for a string outside the alphabet or ending inside a count.
     """
-    raw = [v.encode('ascii') if isinstance(v, str) else bytes(v) for v in strings]
-    n = len(raw)
-    c = np.frombuffer(b''.join(raw), np.uint8).astype(np.int64) - 48
+    n = len(strings)
+    if all(type(v) is str for v in strings):  # the usual case (JSON): one join, no copies
+        joined = ''.join(strings).encode('ascii')
+        lengths = np.fromiter(map(len, strings), np.int64, n)
+    else:
+        raw = [v.encode('ascii') if isinstance(v, str) else bytes(v) for v in strings]
+        joined = b''.join(raw)
+        lengths = np.fromiter(map(len, raw), np.int64, n)
+    c = np.frombuffer(joined, np.uint8).astype(np.int64) - 48
     if c.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     if c.min() < 0 or c.max() > 63:
         raise ValueError('an RLE string holds characters outside its alphabet')
     ends = (c & 0x20) == 0  # the last group of a count
-    string_end = np.cumsum([len(v) for v in raw]) - 1
-    nonempty = np.array([len(v) > 0 for v in raw])
+    string_end = np.cumsum(lengths) - 1
+    nonempty = lengths > 0
     if not ends[string_end[nonempty]].all():
         raise ValueError('an RLE string ends inside a count (truncated)')
     starts = np.flatnonzero(np.concatenate([[True], ends[:-1]]))  # first group of each count

@@ -14,7 +14,7 @@ from mmdet.registry import METRICS
 from mmengine.fileio import load
 from mmengine.logging import MMLogger
 
-from cellseg.evaluation.nuclei_metrics import coco_nuclei_metrics
+from cellseg.evaluation.coco_nuclei_metrics import coco_nuclei_metrics
 
 BACKENDS = ('pycocotools', 'faster_coco_eval')
 # the class-agnostic nuclei metrics, as NucleiMetrics.summary() names them
