@@ -26,6 +26,10 @@ tiling does to 2500 px HW3 images.
 the run's names end in ``_bf16`` or ``_fp32`` (``auto``: what this CPU chose), so a bf16 and a
 float32 training of the same recipe and seed sit side by side.
 
+``--seed 0,1,2`` trains and evaluates every recipe with each seed in turn and ends with a table
+of AP50 per seed, its mean and sample standard deviation per recipe and variant, and the gap
+between the recipes against that spread.
+
 ``--dry-run`` prints the commands without running them. Checkpoints and metrics of an earlier
 run with the same budget (and number of test images) in the work dir are reused, so runs can be
 split (``--recipes``, ``--variants``, ``--train-only``), e.g. over two processes on a 2-core
@@ -86,9 +90,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         'trainings share a machine')
     parser.add_argument('--train-only', action='store_true',
                         help='train (or find) the checkpoints, evaluate nothing')
-    parser.add_argument('--seed', type=int, default=0,
+    parser.add_argument('--seed', default='0',
                         help='randomness.seed of the trainings (default 0); checkpoints and '
-                        'metrics of another seed are kept apart (names end in _seedN)')
+                        'metrics of another seed are kept apart (names end in _seedN). Several, '
+                        'comma-separated (0,1,2): each trained and evaluated in turn, then a '
+                        'table of the mean and spread over the seeds')
     parser.add_argument('--cpu-amp', choices=CPU_AMP_MODES,
                         help="tools/train.py's --cpu-amp for the trainings; given, the runs' "
                         "names end in _bf16 or _fp32")
@@ -96,6 +102,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(',')]
     args.recipes = [r.strip() for r in args.recipes.split(',')]
+    try:
+        args.seeds = [int(v) for v in args.seed.split(',')]
+    except ValueError:
+        parser.error(f'--seed: {args.seed!r} is not a comma-separated list of integers')
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f'--seed: {args.seed!r} repeats a seed')
     for v in args.variants:
         if v not in VARIANTS:
             parser.error(f'--variants: {v!r} is none of {VARIANTS}')
@@ -267,13 +279,34 @@ def main(argv: list[str] | None = None) -> int:
           f'{gt_path}: whole images, tiled ({args.tile_size} px tiles, {args.tile_overlap} px '
           f'overlap), TTA (4 flips), tiled + TTA.')
 
+    results = {seed: run_seed(args, seed, run, work, data_root, ann_dir, gt_path, n_test)
+               for seed in args.seeds}
+    if args.dry_run or args.train_only or len(args.seeds) < 2:
+        return 0
+    text, summary = seed_table(results)
+    print(f'\nMask AP50 over seeds {args.seed} ({args.budget} iterations, {n_test} test images; '
+          'sd: sample standard deviation):')
+    print(text)
+    seeds = '_seeds' + '-'.join(map(str, args.seeds)) + precision_suffix(args.cpu_amp)
+    out = osp.join(work, f'accuracy_{args.budget}it{seeds}_{n_test}img.json')
+    atomic_write_json(out, dict(budget=args.budget, test_gt=gt_path, test_images=n_test,
+                                seeds=args.seeds, rows=summary,
+                                results={str(k): dict(v) for k, v in results.items()}))
+    print(f'\nsaved {out}')
+    return 0
+
+
+def run_seed(args: argparse.Namespace, seed: int, run: Runner, work: str, data_root: str,
+             ann_dir: str, gt_path: str, n_test: int) -> list[tuple[str, dict]]:
+    """Train (or reuse) every recipe with ``seed`` and evaluate each requested variant; prints
+    the table and saves the summary of this seed. Returns its (row label, metrics) pairs."""
     tile_opts = [f'model.tile_cfg.size={args.tile_size}',
                  f'model.tile_cfg.overlap={args.tile_overlap}']
     results: list[tuple[str, dict]] = []
     for label in args.recipes:
         recipe = RECIPES[label]
         name = osp.splitext(osp.basename(recipe))[0]
-        run_name = (f'{name}_{args.budget}it' + (f'_seed{args.seed}' if args.seed else '')
+        run_name = (f'{name}_{args.budget}it' + (f'_seed{seed}' if seed else '')
                     + precision_suffix(args.cpu_amp))
         train_dir = osp.join(work, run_name)
         ckpt = osp.join(train_dir, f'iter_{args.budget}.pth')
@@ -283,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f'reusing {ckpt}')
         else:
             run('tools/train.py', cfg_path, '--data-root', data_root, '--ann-dir', ann_dir,
-                '--work-dir', train_dir, '--cfg-options', f'randomness.seed={args.seed}',
+                '--work-dir', train_dir, '--cfg-options', f'randomness.seed={seed}',
                 *(['--cpu-amp', args.cpu_amp] if args.cpu_amp else []))
         if args.train_only:
             continue
@@ -310,17 +343,58 @@ def main(argv: list[str] | None = None) -> int:
                 with open(out) as f:
                     results.append((f'{label} {name}: {variant}', json.load(f)))
     if args.dry_run or args.train_only:
-        return 0
+        return results
     print(f'\nMask AP on {n_test} test images ({gt_path}); the recipes trained {args.budget} '
-          'iterations. Columns: AP and AP50 at 100 detections per image (CodaBench), at 1000, '
-          'AP50 per class; each with its change from the first row.')
+          f'iterations, seed {seed}. Columns: AP and AP50 at 100 detections per image '
+          '(CodaBench), at 1000, AP50 per class; each with its change from the first row.')
     print(table(results, results[0][1], class_names(gt_path)))
-    seed = (f'_seed{args.seed}' if args.seed else '') + precision_suffix(args.cpu_amp)
-    summary = osp.join(work, f'accuracy_{args.budget}it{seed}_{n_test}img.json')
+    suffix = (f'_seed{seed}' if seed else '') + precision_suffix(args.cpu_amp)
+    summary = osp.join(work, f'accuracy_{args.budget}it{suffix}_{n_test}img.json')
     atomic_write_json(summary, dict(budget=args.budget, test_gt=gt_path, test_images=n_test,
                                     results=dict(results)))
     print(f'\nsaved {summary}')
-    return 0
+    return results
+
+
+def seed_table(results: dict[int, list[tuple[str, dict]]]) -> tuple[str, dict[str, dict]]:
+    """Per row (recipe and variant): AP50 of each seed, its mean, sample sd and range, and the
+    means of AP and AP50 at 1000 detections; then, for each variant, the gap between the first
+    recipe and each other one against the seeds' spread. Returns the text and the numbers."""
+    import statistics
+
+    seeds = list(results)
+    labels = [label for label, _ in results[seeds[0]]]
+    rows: dict[str, dict] = {}
+    for label in labels:
+        metrics = [dict(results[s])[label] for s in seeds]
+        ap50 = [m['coco/segm_mAP_50'] for m in metrics]
+        rows[label] = dict(
+            ap50=ap50, mean=statistics.fmean(ap50),
+            sd=statistics.stdev(ap50) if len(ap50) > 1 else float('nan'),
+            ap_mean=statistics.fmean(m['coco/segm_mAP'] for m in metrics),
+            ap50_1000_mean=statistics.fmean(m.get('coco/segm_mAP_50_maxdets1000', float('nan'))
+                                            for m in metrics))
+    width = max(len(label) for label in labels) + 2
+    lines = [' ' * width + ''.join(f'{"seed " + str(s):>11}' for s in seeds)
+             + f'{"mean":>9}{"sd":>8}{"range":>15}{"AP mean":>10}{"AP50@1000":>11}']
+    for label, r in rows.items():
+        lines.append(f'{label:<{width}}' + ''.join(f'{v:>11.3f}' for v in r['ap50'])
+                     + f"{r['mean']:>9.3f}{r['sd']:>8.3f}"
+                     + f"{min(r['ap50']):>8.3f}-{max(r['ap50']):.3f}"
+                     + f"{r['ap_mean']:>10.3f}{r['ap50_1000_mean']:>11.3f}")
+    for variant in dict.fromkeys(label.split(': ', 1)[1] for label in labels):
+        same = [label for label in labels if label.endswith(f': {variant}')]
+        first = rows[same[0]]
+        for label in same[1:]:
+            r = rows[label]
+            gap = r['mean'] - first['mean']
+            wins = sum(b > a for a, b in zip(first['ap50'], r['ap50']))
+            lines.append(f'{label.split(":")[0]} - {same[0].split(":")[0]} ({variant}): AP50 '
+                         f"gap {gap:+.3f}, sds {first['sd']:.3f} / {r['sd']:.3f}; higher in "
+                         f'{wins} of {len(seeds)} seeds; the gap is '
+                         + ('larger' if abs(gap) > first['sd'] + r['sd'] else 'not larger')
+                         + ' than the two sds together')
+    return '\n'.join(lines), rows
 
 
 if __name__ == '__main__':

@@ -105,6 +105,15 @@ def test_options_are_checked() -> None:
         accuracy.parse_args(['--budget', '8', '--recipes', 'x50'])
 
 
+def test_seeds_are_a_list_without_repeats() -> None:
+    accuracy = accuracy_module()
+    assert accuracy.parse_args(['--budget', '8']).seeds == [0]
+    assert accuracy.parse_args(['--budget', '8', '--seed', '0, 1,2']).seeds == [0, 1, 2]
+    for bad in ('1,1', 'one'):
+        with pytest.raises(SystemExit):
+            accuracy.parse_args(['--budget', '8', '--seed', bad])
+
+
 def dry_run(tmp_path, capsys, *options: str) -> tuple[list[str], list[str]]:
     """The tools/train.py and tools/test.py lines ``accuracy.py --dry-run`` prints (budget 8)."""
     assert accuracy_module().main(['--budget', '8', '--dry-run', '--work-dir', str(tmp_path),
@@ -192,3 +201,41 @@ def test_table_gives_each_row_its_change_from_the_reference(tmp_path) -> None:
     assert 'a AP50' in lines[0] and 'b AP50' in lines[0]
     assert '0.350 +0.150' in lines[2] and '0.050 +0.050' in lines[2] and '0.300 +0.000' in lines[2]
     assert 'n/a' in lines[1]  # AP@1000 missing from these metrics
+
+
+@needs_consep
+def test_several_seeds_train_and_evaluate_each_apart(tmp_path, capsys) -> None:
+    trains, tests = dry_run(tmp_path, capsys, '--variants', 'whole', '--seed', '0,3')
+    assert len(trains) == 4 and len(tests) == 4  # two recipes x two seeds
+    assert [t.rsplit('=', 1)[1] for t in trains] == ['0', '0', '3', '3']
+    assert f"--work-dir {tmp_path / 'cell_r50_8it'} " in trains[0]
+    assert f"--work-dir {tmp_path / 'cell_r50_tuned_8it_seed3'} " in trains[3]
+    assert 'metrics/cell_r50_8it_seed3_whole_' in tests[2]
+
+
+def test_seed_table_gives_mean_spread_and_the_gap_against_it() -> None:
+    accuracy = accuracy_module()
+
+    def metrics(ap50: float) -> dict:
+        return {'coco/segm_mAP': ap50 / 2, 'coco/segm_mAP_50': ap50,
+                'coco/segm_mAP_50_maxdets1000': ap50 + 0.01}
+
+    runs = {seed: [('original cell_r50: whole', metrics(a)),
+                   ('tuned cell_r50_tuned: whole', metrics(b))]
+            for seed, a, b in ((0, 0.10, 0.20), (1, 0.12, 0.19), (2, 0.14, 0.15))}
+    text, rows = accuracy.seed_table(runs)
+    orig, tuned = rows['original cell_r50: whole'], rows['tuned cell_r50_tuned: whole']
+    assert orig['ap50'] == [0.10, 0.12, 0.14]
+    assert orig['mean'] == pytest.approx(0.12) and orig['sd'] == pytest.approx(0.02)
+    assert tuned['mean'] == pytest.approx(0.18) and tuned['ap_mean'] == pytest.approx(0.09)
+    assert orig['ap50_1000_mean'] == pytest.approx(0.13)
+    lines = text.splitlines()
+    assert 'seed 2' in lines[0] and 'mean' in lines[0] and 'sd' in lines[0]
+    assert '0.120' in lines[1] and '0.100-0.140' in lines[1]
+    # gap 0.06 against sds 0.020 + 0.026: larger; the tuned run is higher in all three seeds
+    assert 'gap +0.060' in lines[3] and 'higher in 3 of 3 seeds' in lines[3]
+    assert lines[3].endswith('the gap is larger than the two sds together')
+    close = {s: [r[0], ('tuned cell_r50_tuned: whole', metrics(r[0][1]['coco/segm_mAP_50']
+                                                              + d))]
+             for (s, r), d in zip(runs.items(), (0.01, -0.01, 0.0))}
+    assert accuracy.seed_table(close)[0].endswith('not larger than the two sds together')
