@@ -30,6 +30,10 @@ float32 training of the same recipe and seed sit side by side.
 of AP50 per seed, its mean and sample standard deviation per recipe and variant, and the gap
 between the recipes against that spread.
 
+A training saves a checkpoint every 50 iterations (the last one kept); one that finds a
+checkpoint but not its final one resumes (``tools/train.py --resume``), exactly, so a run cut by
+the end of a session goes on in the next.
+
 ``--dry-run`` prints the commands without running them. Checkpoints and metrics of an earlier
 run with the same budget (and number of test images) in the work dir are reused, so runs can be
 split (``--recipes``, ``--variants``, ``--train-only``), e.g. over two processes on a 2-core
@@ -65,6 +69,8 @@ ABLATIONS = {'dense': 'configs/cell_r50_dense.py',
 RECIPES = {'original': ORIGINAL, 'tuned': TUNED, **ABLATIONS}
 VARIANTS = ('whole', 'tiled', 'TTA', 'tiled + TTA', 'TTA8')
 DEFAULT_VARIANTS = VARIANTS[:4]
+# a budget's training saves a checkpoint this often (the last one kept), so a killed run resumes
+CHECKPOINT_EVERY = 50
 COLUMNS = (('AP', 'coco/segm_mAP'), ('AP50', 'coco/segm_mAP_50'),
            ('AP@1000', 'coco/segm_mAP_maxdets1000'), ('AP50@1000', 'coco/segm_mAP_50_maxdets1000'))
 
@@ -179,7 +185,8 @@ val_dataloader = None
 val_cfg = None
 val_evaluator = None
 param_scheduler = {pformat(schedulers)}
-default_hooks = dict(checkpoint=dict(by_epoch=False, interval={budget}, save_best=None),
+default_hooks = dict(checkpoint=dict(by_epoch=False, interval={min(budget, CHECKPOINT_EVERY)},
+                                     max_keep_ckpts=1, save_best=None),
                      logger=dict(interval=max(1, min(50, {budget} // 10))))
 log_processor = dict(by_epoch=False)
 '''
@@ -315,8 +322,10 @@ def run_seed(args: argparse.Namespace, seed: int, run: Runner, work: str, data_r
         if osp.isfile(ckpt):
             print(f'reusing {ckpt}')
         else:
+            # a run killed on the way (a session's end) goes on from its last checkpoint
+            resume = ['--resume'] if osp.isfile(osp.join(train_dir, 'last_checkpoint')) else []
             run('tools/train.py', cfg_path, '--data-root', data_root, '--ann-dir', ann_dir,
-                '--work-dir', train_dir, '--cfg-options', f'randomness.seed={seed}',
+                '--work-dir', train_dir, *resume, '--cfg-options', f'randomness.seed={seed}',
                 *(['--cpu-amp', args.cpu_amp] if args.cpu_amp else []))
         if args.train_only:
             continue

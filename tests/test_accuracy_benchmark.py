@@ -35,7 +35,10 @@ def test_budget_config_trains_the_budget_with_the_recipes_schedule(tmp_path, rec
     base = Config.fromfile(str(REPO / recipe))
     assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.train_cfg.max_iters == 200
     assert cfg.train_dataloader.dataset.ann_file.endswith('train_all.json')
-    assert cfg.val_dataloader is None and cfg.default_hooks.checkpoint.interval == 200
+    assert cfg.val_dataloader is None
+    # resumable: a checkpoint every 50 iterations, the last kept (and the final one at 200)
+    assert cfg.default_hooks.checkpoint.interval == 50
+    assert cfg.default_hooks.checkpoint.max_keep_ckpts == 1
     assert cfg.optim_wrapper.optimizer.lr == base.optim_wrapper.optimizer.lr
     assert cfg.model.rpn_head.anchor_generator == base.model.rpn_head.anchor_generator
     cosine = [s for s in cfg.param_scheduler if s.type == 'CosineAnnealingLR']
@@ -159,6 +162,20 @@ def test_an_explicit_precision_trains_and_evaluates_apart(tmp_path, capsys, monk
     assert f"--work-dir {tmp_path / ('cell_r50_tuned_8it' + suffix)} " in train
     assert f'cell_r50_tuned_8it{suffix}/iter_8.pth' in test
     assert f'metrics/cell_r50_tuned_8it{suffix}_whole_' in test
+
+
+@needs_consep
+def test_a_run_cut_short_resumes_and_a_finished_one_is_reused(tmp_path, capsys) -> None:
+    run_dir = tmp_path / 'cell_r50_tuned_8it'
+    run_dir.mkdir()
+    (run_dir / 'last_checkpoint').write_text(str(run_dir / 'iter_5.pth'))
+    [train], _ = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned')
+    assert f'--work-dir {run_dir} --resume --cfg-options' in train
+    [fresh], _ = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'original')
+    assert '--resume' not in fresh
+    (run_dir / 'iter_8.pth').write_bytes(b'')  # finished: evaluated, not trained again
+    trains, [test] = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned')
+    assert trains == [] and f"{run_dir / 'iter_8.pth'} " in test
 
 
 @needs_consep

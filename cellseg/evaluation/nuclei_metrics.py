@@ -3,9 +3,9 @@
 Definitions follow HoVer-Net (github.com/vqdang/hover_net: ``metrics/stats_utils.py`` and
 ``compute_stats.py``); per-class PQ follows CoNIC (TissueImageAnalytics/CoNIC ``compute_stats.py``)
 and PanNuke (TissueImageAnalytics/PanNuke-metrics ``run.py``). HoVer-Net compares full-image
-masks pair by pair; here one joint histogram of (gt id, pred id) pixel pairs gives every
-intersection at once, for a whole batch of images (``SparseLabels``): a few passes over the
-foreground pixels, whatever the instance and image counts.
+masks pair by pair; here the runs of pixels of both label images (``SparseLabels``, a whole
+batch of images at once) meet in one sorted pass, and one joint histogram of (gt, pred) pairs
+gives every intersection: the cost follows the runs, whatever the instance and image counts.
 
 Edge cases, where the reference code divides by zero or crashes:
 
