@@ -319,8 +319,15 @@ def run_seed(args: argparse.Namespace, seed: int, run: Runner, work: str, data_r
         ckpt = osp.join(train_dir, f'iter_{args.budget}.pth')
         cfg_path = write(osp.join(work, 'configs', f'{name}_{args.budget}it.py'),
                          budget_config(recipe, args.budget), args.dry_run)
+        metrics = {variant: osp.join(work, 'metrics', f'{run_name}_'
+                                     f'{variant.replace(" + ", "_")}_{n_test}img.json')
+                   for variant in args.variants}
+        evaluated = not args.train_only and all(map(osp.isfile, metrics.values()))
         if osp.isfile(ckpt):
             print(f'reusing {ckpt}')
+        elif evaluated:
+            # the metrics of an earlier session's run (kept when its checkpoints were not)
+            print(f'not training {run_name}: the metrics of every variant exist')
         else:
             # a run killed on the way (a session's end) goes on from its last checkpoint
             resume = ['--resume'] if osp.isfile(osp.join(train_dir, 'last_checkpoint')) else []
@@ -340,8 +347,7 @@ def run_seed(args: argparse.Namespace, seed: int, run: Runner, work: str, data_r
                     'TTA8': (tta8_cfg, ['--tta', '--cfg-options', 'model.tile_cfg=None'])}
         for variant in args.variants:
             config, extra = variants[variant]
-            out = osp.join(work, 'metrics',
-                           f'{run_name}_{variant.replace(" + ", "_")}_{n_test}img.json')
+            out = metrics[variant]
             if osp.isfile(out):
                 print(f'reusing {out}')
             else:

@@ -179,6 +179,18 @@ def test_a_run_cut_short_resumes_and_a_finished_one_is_reused(tmp_path, capsys) 
 
 
 @needs_consep
+def test_a_run_whose_metrics_exist_is_neither_trained_nor_evaluated(tmp_path, capsys) -> None:
+    metrics = tmp_path / 'metrics'
+    metrics.mkdir()
+    (metrics / 'cell_r50_tuned_8it_whole_112img.json').write_text('{}')
+    trains, tests = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned')
+    assert trains == [] and tests == []
+    # a variant without metrics still needs the checkpoint: trained
+    trains, tests = dry_run(tmp_path, capsys, '--variants', 'whole,TTA', '--recipes', 'tuned')
+    assert len(trains) == 1 and len(tests) == 1 and '--tta' in tests[0]
+
+
+@needs_consep
 def test_without_a_precision_the_names_are_those_of_earlier_runs(tmp_path, capsys) -> None:
     [train], _ = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned')
     assert '--cpu-amp' not in train and train.endswith('randomness.seed=0')
