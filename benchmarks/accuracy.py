@@ -281,10 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     gt_path, n_test = evaluation_gt(gt_path, args.test_images,
                                     osp.join(work, f'test_gt_first{args.test_images}.json'),
                                     args.dry_run)
-    print(f'\nComparing {ORIGINAL} (original) with {TUNED} (tuned): each trained {args.budget} '
-          f'iterations (batch 4) on {data_root}/train, evaluated on {n_test} images of '
-          f'{gt_path}: whole images, tiled ({args.tile_size} px tiles, {args.tile_overlap} px '
-          f'overlap), TTA (4 flips), tiled + TTA.')
+    described = {'whole': 'whole images', 'TTA': 'TTA (4 flips)', 'tiled + TTA': 'tiled + TTA',
+                 'tiled': f'tiled ({args.tile_size} px tiles, {args.tile_overlap} px overlap)',
+                 'TTA8': 'TTA8 (the 8 views of the square)'}
+    recipes = ', '.join(f'{RECIPES[r]} ({r})' for r in args.recipes)
+    print(f'\nTraining {recipes}: {args.budget} iterations (batch 4) each, seed '
+          f'{args.seed}, on {data_root}/train; evaluated on {n_test} images of {gt_path}: '
+          + ', '.join(described[v] for v in args.variants) + '.')
 
     results = {seed: run_seed(args, seed, run, work, data_root, ann_dir, gt_path, n_test)
                for seed in args.seeds}
