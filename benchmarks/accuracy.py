@@ -69,6 +69,7 @@ ABLATIONS = {'dense': 'configs/cell_r50_dense.py',
 RECIPES = {'original': ORIGINAL, 'tuned': TUNED, **ABLATIONS}
 VARIANTS = ('whole', 'tiled', 'TTA', 'tiled + TTA', 'TTA8')
 DEFAULT_VARIANTS = VARIANTS[:4]
+DEFAULT_RECIPES = 'original,tuned'
 # a budget's training saves a checkpoint this often (the last one kept), so a killed run resumes
 CHECKPOINT_EVERY = 50
 COLUMNS = (('AP', 'coco/segm_mAP'), ('AP50', 'coco/segm_mAP_50'),
@@ -90,7 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--tile-overlap', type=int, default=96)
     parser.add_argument('--variants', default=','.join(DEFAULT_VARIANTS),
                         help=f'test modes to evaluate, comma-separated among {VARIANTS}')
-    parser.add_argument('--recipes', default='original,tuned',
+    parser.add_argument('--recipes', default=DEFAULT_RECIPES,
                         help=f'recipes to run, among {tuple(RECIPES)} (the last two are '
                         'ablations of tuned): with --train-only, one per process lets two '
                         'trainings share a machine')
@@ -130,6 +131,16 @@ def precision_suffix(cpu_amp: str | None) -> str:
     from cellseg.engine.optimizers.cpu_amp_optim_wrapper import cpu_has_bf16
     bf16 = cpu_amp == 'bf16' or (cpu_amp == 'auto' and cpu_has_bf16())
     return '_bf16' if bf16 else '_fp32'
+
+
+def summary_path(args: argparse.Namespace, work: str, seeds: str, n_test: int) -> str:
+    """Where a summary of ``seeds`` (a name part such as ``_seed1``) goes: the precision, and the
+    recipes unless they are the default pair, in the name, so that runs split over processes
+    (one recipe each) do not overwrite each other's summary."""
+    recipes = ('' if args.recipes == DEFAULT_RECIPES.split(',')
+               else '_' + '-'.join(args.recipes))
+    return osp.join(work, f'accuracy_{args.budget}it{seeds}{precision_suffix(args.cpu_amp)}'
+                          f'{recipes}_{n_test}img.json')
 
 
 class Runner:
@@ -297,8 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f'\nMask AP50 over seeds {args.seed} ({args.budget} iterations, {n_test} test images; '
           'sd: sample standard deviation):')
     print(text)
-    seeds = '_seeds' + '-'.join(map(str, args.seeds)) + precision_suffix(args.cpu_amp)
-    out = osp.join(work, f'accuracy_{args.budget}it{seeds}_{n_test}img.json')
+    out = summary_path(args, work, '_seeds' + '-'.join(map(str, args.seeds)), n_test)
     atomic_write_json(out, dict(budget=args.budget, test_gt=gt_path, test_images=n_test,
                                 seeds=args.seeds, rows=summary,
                                 results={str(k): dict(v) for k, v in results.items()}))
@@ -366,8 +376,7 @@ def run_seed(args: argparse.Namespace, seed: int, run: Runner, work: str, data_r
           f'iterations, seed {seed}. Columns: AP and AP50 at 100 detections per image '
           '(CodaBench), at 1000, AP50 per class; each with its change from the first row.')
     print(table(results, results[0][1], class_names(gt_path)))
-    suffix = (f'_seed{seed}' if seed else '') + precision_suffix(args.cpu_amp)
-    summary = osp.join(work, f'accuracy_{args.budget}it{suffix}_{n_test}img.json')
+    summary = summary_path(args, work, f'_seed{seed}' if seed else '', n_test)
     atomic_write_json(summary, dict(budget=args.budget, test_gt=gt_path, test_images=n_test,
                                     results=dict(results)))
     print(f'\nsaved {summary}')

@@ -268,3 +268,14 @@ def test_seed_table_gives_mean_spread_and_the_gap_against_it() -> None:
                                                               + d))]
              for (s, r), d in zip(runs.items(), (0.01, -0.01, 0.0))}
     assert accuracy.seed_table(close)[0].endswith('not larger than the two sds together')
+
+
+def test_runs_split_over_processes_keep_their_own_summaries(tmp_path) -> None:
+    accuracy = accuracy_module()
+    paths = {accuracy.summary_path(accuracy.parse_args(['--budget', '8', *extra]), '/w', tag, 5)
+             for extra in ([], ['--recipes', 'original'], ['--recipes', 'tuned'],
+                           ['--recipes', 'tuned', '--cpu-amp', 'bf16'])
+             for tag in ('', '_seed1')}
+    assert len(paths) == 8
+    assert accuracy.summary_path(accuracy.parse_args(['--budget', '8']), '/w', '_seed1', 5) == \
+        '/w/accuracy_8it_seed1_5img.json'  # the default pair keeps the earlier runs' names
