@@ -4,15 +4,15 @@
         [--work-dir work_dirs/accuracy] [--test-images N] [--tile-size 192 --tile-overlap 96]
         [--dry-run]
 
-Both recipes (``configs/cell_r50.py`` and ``configs/cell_r50_tuned.py``), and on request
-(``--recipes``) the ablations of the tuned one (``configs/cell_r50_dense.py``: its dense settings
-with the original training; ``configs/ablations/cell_r50_tuned_noflip.py``: without flips), train
+Both recipes (``configs/cell_r50_scratch.py`` and ``configs/cell_r50_scratch_tuned.py``), and on request
+(``--recipes``) the ablations of the tuned one (``configs/cell_r50_scratch_dense.py``: its dense settings
+with the original training; ``configs/ablations/cell_r50_scratch_tuned_noflip.py``: without flips), train
 the same number of iterations (``--budget``, batch 4, cosine schedule over the budget, all train
 images, no validation) through ``tools/train.py``. Each checkpoint is then evaluated by
 ``tools/test.py`` on the data root's ``test_gt.json`` four ways: whole images, tiled, TTA (the
 four flips, masks merged) and tiled + TTA, the tiling and TTA settings being those of
-``configs/cell_r50_dense_tta.py``; on request (``--variants``) also TTA8, the eight views of
-``configs/cell_r50_dense_tta8.py`` (the four flips of the image and of its quarter turn). The
+``configs/cell_r50_scratch_dense_tta.py``; on request (``--variants``) also TTA8, the eight views of
+``configs/cell_r50_scratch_dense_tta8.py`` (the four flips of the image and of its quarter turn). The
 table printed at the end gives mask AP and AP50 at 100
 detections per image (the leaderboard's count) and at 1000, and AP50 per class, each row with
 its change from the original recipe predicting whole images.
@@ -58,14 +58,14 @@ from mmengine.config import Config  # noqa: E402
 from cellseg.apis.config_helpers import CPU_AMP_MODES  # noqa: E402
 from cellseg.utils.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
 
-ORIGINAL = 'configs/cell_r50.py'
-TUNED = 'configs/cell_r50_tuned.py'
-TUNED_TTA = 'configs/cell_r50_dense_tta.py'  # tuned + tiling + TTA settings
-TUNED_TTA8 = 'configs/cell_r50_dense_tta8.py'  # the same with the eight views
+ORIGINAL = 'configs/cell_r50_scratch.py'
+TUNED = 'configs/cell_r50_scratch_tuned.py'
+TUNED_TTA = 'configs/cell_r50_scratch_dense_tta.py'  # tuned + tiling + TTA settings
+TUNED_TTA8 = 'configs/cell_r50_scratch_dense_tta8.py'  # the same with the eight views
 # the ablations split the tuned recipe's gain in three: the dense settings alone (anchors,
 # proposals, detections; the original training), then the learning-rate changes, then the flips
-ABLATIONS = {'dense': 'configs/cell_r50_dense.py',
-             'tuned-noflip': 'configs/ablations/cell_r50_tuned_noflip.py'}
+ABLATIONS = {'dense': 'configs/cell_r50_scratch_dense.py',
+             'tuned-noflip': 'configs/ablations/cell_r50_scratch_tuned_noflip.py'}
 RECIPES = {'original': ORIGINAL, 'tuned': TUNED, **ABLATIONS}
 VARIANTS = ('whole', 'tiled', 'TTA', 'tiled + TTA', 'TTA8')
 DEFAULT_VARIANTS = VARIANTS[:4]
@@ -215,7 +215,7 @@ class ConfigExpr:
 
 def tiled_tta_config(recipe: str, tta_source: str = TUNED_TTA) -> str:
     """``recipe`` with the tiling and TTA settings of ``tta_source``
-    (``configs/cell_r50_dense_tta.py`` or its eight-view child)."""
+    (``configs/cell_r50_scratch_dense_tta.py`` or its eight-view child)."""
     src = Config.fromfile(osp.join(REPO, tta_source))
     base = Config.fromfile(osp.join(REPO, recipe))
     tta_model = src.tta_model.to_dict()

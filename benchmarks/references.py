@@ -85,14 +85,14 @@ def mmdet_roi_head(roi_head: Any, mask_head: bool = True) -> Any:
     return roi_head
 
 
-# The tuned recipe before it bounded the RoI head's training work (configs/cell_r50_tuned.py
+# The tuned recipe before it bounded the RoI head's training work (configs/cell_r50_scratch_tuned.py
 # now samples 128 RoIs per image and trains the mask branch on at most 16 positives per image).
 PREVIOUS_TUNED_SETTINGS = {'model.train_cfg.rcnn.sampler.num': 512,
                            'model.roi_head.mask_pos_per_img': None}
 
 
 def use_previous_tuned_settings(cfg: Any) -> None:
-    """Give a config cell_r50_tuned's previous RoI settings (mmdet's 512 sampled RoIs per image,
+    """Give a config cell_r50_scratch_tuned's previous RoI settings (mmdet's 512 sampled RoIs per image,
     every positive to the mask branch), the baseline of the train item's step time."""
     cfg.model.train_cfg.rcnn.sampler.num = PREVIOUS_TUNED_SETTINGS[
         'model.train_cfg.rcnn.sampler.num']

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=work_dirs/demo
-CONFIG=${CONFIG:-configs/demo/cell_r18_demo.py}  # the demo config, or a child of it
+CONFIG=${CONFIG:-configs/demo/cell_r18_scratch_demo.py}  # the demo config, or a child of it
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
 

@@ -23,10 +23,10 @@ def accuracy_module():
     return module
 
 
-@pytest.mark.parametrize('recipe, warmup', [('configs/cell_r50.py', None),
-                                            ('configs/cell_r50_tuned.py', 20),
-                                            ('configs/cell_r50_dense.py', None),
-                                            ('configs/ablations/cell_r50_tuned_noflip.py', 20)])
+@pytest.mark.parametrize('recipe, warmup', [('configs/cell_r50_scratch.py', None),
+                                            ('configs/cell_r50_scratch_tuned.py', 20),
+                                            ('configs/cell_r50_scratch_dense.py', None),
+                                            ('configs/ablations/cell_r50_scratch_tuned_noflip.py', 20)])
 def test_budget_config_trains_the_budget_with_the_recipes_schedule(tmp_path, recipe, warmup):
     accuracy = accuracy_module()
     path = tmp_path / 'budget.py'
@@ -82,7 +82,7 @@ def test_ablations_each_leave_out_one_share_of_the_tuned_recipe() -> None:
     assert pipeline(cfg['tuned-noflip']) == pipeline(cfg['original'])
 
 
-@pytest.mark.parametrize('recipe', ['configs/cell_r50.py', 'configs/cell_r50_tuned.py'])
+@pytest.mark.parametrize('recipe', ['configs/cell_r50_scratch.py', 'configs/cell_r50_scratch_tuned.py'])
 def test_tiled_tta_config_keeps_the_recipes_detections_per_image(tmp_path, recipe) -> None:
     accuracy = accuracy_module()
     path = tmp_path / 'tiled_tta.py'
@@ -131,11 +131,11 @@ def test_dry_run_plans_equal_budgets_and_the_chosen_test_modes(tmp_path, capsys)
     trains, tests = dry_run(tmp_path, capsys, '--variants', 'whole,tiled + TTA',
                             '--test-images', '5')
     assert len(trains) == 2
-    assert 'cell_r50_8it.py' in trains[0] and 'cell_r50_tuned_8it.py' in trains[1]
+    assert 'cell_r50_scratch_8it.py' in trains[0] and 'cell_r50_scratch_tuned_8it.py' in trains[1]
     assert len(tests) == 4  # two modes for each recipe
     assert sum('--tta' in t for t in tests) == 2
     assert all('test_gt_first5.json' in t for t in tests)
-    assert not (tmp_path / 'cell_r50_8it').exists()  # nothing ran
+    assert not (tmp_path / 'cell_r50_scratch_8it').exists()  # nothing ran
 
 
 @needs_consep
@@ -143,9 +143,9 @@ def test_another_seed_trains_and_evaluates_apart(tmp_path, capsys) -> None:
     [train], [test] = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned',
                               '--seed', '2')
     assert train.endswith('randomness.seed=2')
-    assert f"--work-dir {tmp_path / 'cell_r50_tuned_8it_seed2'} " in train
-    assert 'cell_r50_tuned_8it_seed2/iter_8.pth' in test
-    assert 'metrics/cell_r50_tuned_8it_seed2_whole_' in test
+    assert f"--work-dir {tmp_path / 'cell_r50_scratch_tuned_8it_seed2'} " in train
+    assert 'cell_r50_scratch_tuned_8it_seed2/iter_8.pth' in test
+    assert 'metrics/cell_r50_scratch_tuned_8it_seed2_whole_' in test
 
 
 @needs_consep
@@ -159,14 +159,14 @@ def test_an_explicit_precision_trains_and_evaluates_apart(tmp_path, capsys, monk
     [train], [test] = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned',
                               '--cpu-amp', cpu_amp)
     assert train.endswith(f'--cpu-amp {cpu_amp}')
-    assert f"--work-dir {tmp_path / ('cell_r50_tuned_8it' + suffix)} " in train
-    assert f'cell_r50_tuned_8it{suffix}/iter_8.pth' in test
-    assert f'metrics/cell_r50_tuned_8it{suffix}_whole_' in test
+    assert f"--work-dir {tmp_path / ('cell_r50_scratch_tuned_8it' + suffix)} " in train
+    assert f'cell_r50_scratch_tuned_8it{suffix}/iter_8.pth' in test
+    assert f'metrics/cell_r50_scratch_tuned_8it{suffix}_whole_' in test
 
 
 @needs_consep
 def test_a_run_cut_short_resumes_and_a_finished_one_is_reused(tmp_path, capsys) -> None:
-    run_dir = tmp_path / 'cell_r50_tuned_8it'
+    run_dir = tmp_path / 'cell_r50_scratch_tuned_8it'
     run_dir.mkdir()
     (run_dir / 'last_checkpoint').write_text(str(run_dir / 'iter_5.pth'))
     [train], _ = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned')
@@ -182,7 +182,7 @@ def test_a_run_cut_short_resumes_and_a_finished_one_is_reused(tmp_path, capsys) 
 def test_a_run_whose_metrics_exist_is_neither_trained_nor_evaluated(tmp_path, capsys) -> None:
     metrics = tmp_path / 'metrics'
     metrics.mkdir()
-    (metrics / 'cell_r50_tuned_8it_whole_112img.json').write_text('{}')
+    (metrics / 'cell_r50_scratch_tuned_8it_whole_112img.json').write_text('{}')
     trains, tests = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned')
     assert trains == [] and tests == []
     # a variant without metrics still needs the checkpoint: trained
@@ -194,14 +194,14 @@ def test_a_run_whose_metrics_exist_is_neither_trained_nor_evaluated(tmp_path, ca
 def test_without_a_precision_the_names_are_those_of_earlier_runs(tmp_path, capsys) -> None:
     [train], _ = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', 'tuned')
     assert '--cpu-amp' not in train and train.endswith('randomness.seed=0')
-    assert f"--work-dir {tmp_path / 'cell_r50_tuned_8it'} " in train
+    assert f"--work-dir {tmp_path / 'cell_r50_scratch_tuned_8it'} " in train
 
 
 @needs_consep
 def test_eight_view_variant_takes_the_eight_view_pipeline(tmp_path, capsys) -> None:
     accuracy = accuracy_module()
     path = tmp_path / 'tta8.py'
-    path.write_text(accuracy.tiled_tta_config('configs/cell_r50_tuned.py', accuracy.TUNED_TTA8))
+    path.write_text(accuracy.tiled_tta_config('configs/cell_r50_scratch_tuned.py', accuracy.TUNED_TTA8))
     cfg = Config.fromfile(str(path))
     src = Config.fromfile(str(REPO / accuracy.TUNED_TTA8))
     four = Config.fromfile(str(REPO / accuracy.TUNED_TTA))
@@ -237,9 +237,9 @@ def test_several_seeds_train_and_evaluate_each_apart(tmp_path, capsys) -> None:
     trains, tests = dry_run(tmp_path, capsys, '--variants', 'whole', '--seed', '0,3')
     assert len(trains) == 4 and len(tests) == 4  # two recipes x two seeds
     assert [t.rsplit('=', 1)[1] for t in trains] == ['0', '0', '3', '3']
-    assert f"--work-dir {tmp_path / 'cell_r50_8it'} " in trains[0]
-    assert f"--work-dir {tmp_path / 'cell_r50_tuned_8it_seed3'} " in trains[3]
-    assert 'metrics/cell_r50_8it_seed3_whole_' in tests[2]
+    assert f"--work-dir {tmp_path / 'cell_r50_scratch_8it'} " in trains[0]
+    assert f"--work-dir {tmp_path / 'cell_r50_scratch_tuned_8it_seed3'} " in trains[3]
+    assert 'metrics/cell_r50_scratch_8it_seed3_whole_' in tests[2]
 
 
 def test_seed_table_gives_mean_spread_and_the_gap_against_it() -> None:
@@ -249,11 +249,11 @@ def test_seed_table_gives_mean_spread_and_the_gap_against_it() -> None:
         return {'coco/segm_mAP': ap50 / 2, 'coco/segm_mAP_50': ap50,
                 'coco/segm_mAP_50_maxdets1000': ap50 + 0.01}
 
-    runs = {seed: [('original cell_r50: whole', metrics(a)),
-                   ('tuned cell_r50_tuned: whole', metrics(b))]
+    runs = {seed: [('original cell_r50_scratch: whole', metrics(a)),
+                   ('tuned cell_r50_scratch_tuned: whole', metrics(b))]
             for seed, a, b in ((0, 0.10, 0.20), (1, 0.12, 0.19), (2, 0.14, 0.15))}
     text, rows = accuracy.seed_table(runs)
-    orig, tuned = rows['original cell_r50: whole'], rows['tuned cell_r50_tuned: whole']
+    orig, tuned = rows['original cell_r50_scratch: whole'], rows['tuned cell_r50_scratch_tuned: whole']
     assert orig['ap50'] == [0.10, 0.12, 0.14]
     assert orig['mean'] == pytest.approx(0.12) and orig['sd'] == pytest.approx(0.02)
     assert tuned['mean'] == pytest.approx(0.18) and tuned['ap_mean'] == pytest.approx(0.09)
@@ -264,7 +264,7 @@ def test_seed_table_gives_mean_spread_and_the_gap_against_it() -> None:
     # gap 0.06 against sds 0.020 + 0.026: larger; the tuned run is higher in all three seeds
     assert 'gap +0.060' in lines[3] and 'higher in 3 of 3 seeds' in lines[3]
     assert lines[3].endswith('the gap is larger than the two sds together')
-    close = {s: [r[0], ('tuned cell_r50_tuned: whole', metrics(r[0][1]['coco/segm_mAP_50']
+    close = {s: [r[0], ('tuned cell_r50_scratch_tuned: whole', metrics(r[0][1]['coco/segm_mAP_50']
                                                               + d))]
              for (s, r), d in zip(runs.items(), (0.01, -0.01, 0.0))}
     assert accuracy.seed_table(close)[0].endswith('not larger than the two sds together')

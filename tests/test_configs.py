@@ -31,7 +31,7 @@ def changed_keys(child: str, parent: str) -> set[str]:
 
 
 def test_cell_r50_is_the_recipe() -> None:
-    cfg = Config.fromfile(CONFIGS / 'cell_r50.py')
+    cfg = Config.fromfile(CONFIGS / 'cell_r50_scratch.py')
     assert cfg.model.type == 'MaskRCNN' and cfg.model.backbone.type == 'ResNet'
     assert cfg.model.backbone.depth == 50 and cfg.model.neck.type == 'FPN'
     # the classes are the data's: no head names a count until tools/train.py sizes them
@@ -61,14 +61,14 @@ def test_cell_r50_is_the_recipe() -> None:
 
 
 def test_x50_changes_only_the_backbone() -> None:
-    assert changed_keys('cell_x50.py', 'cell_r50.py') == {
+    assert changed_keys('cell_x50_scratch.py', 'cell_r50_scratch.py') == {
         'model.backbone.type', 'model.backbone.groups', 'model.backbone.base_width'}
 
 
 @pytest.mark.parametrize('k', range(5))
 def test_fold_configs_change_only_their_annotation_files(k: int) -> None:
     child = Config.fromfile(CONFIGS / 'ablations' / f'cell_r50_fold{k}.py')
-    assert changed_keys(f'ablations/cell_r50_fold{k}.py', 'cell_r50.py') <= {
+    assert changed_keys(f'ablations/cell_r50_fold{k}.py', 'cell_r50_scratch.py') <= {
         'fold', 'train_dataloader.dataset.ann_file', 'val_dataloader.dataset.ann_file',
         'test_dataloader.dataset.ann_file', 'val_evaluator.ann_file', 'test_evaluator.ann_file'}
     assert child.train_dataloader.dataset.ann_file.endswith(f'fold{k}_train.json')
@@ -81,13 +81,13 @@ def test_full_data_trains_on_everything_without_validation() -> None:
     assert child.train_dataloader.dataset.ann_file.endswith('train_all.json')
     assert child.val_dataloader is None and child.val_cfg is None and child.val_evaluator is None
     assert child.default_hooks.checkpoint.save_best is None
-    changed = changed_keys('ablations/cell_r50_full.py', 'cell_r50.py')
+    changed = changed_keys('ablations/cell_r50_full.py', 'cell_r50_scratch.py')
     assert all(k.startswith(('val_', 'train_dataloader.dataset.ann_file', 'train_cfg.val_interval',
                              'default_hooks.checkpoint.save_best')) for k in changed), changed
 
 
 def test_aug_changes_only_the_training_pipeline() -> None:
-    changed = changed_keys('ablations/cell_r50_aug.py', 'cell_r50.py')
+    changed = changed_keys('ablations/cell_r50_aug.py', 'cell_r50_scratch.py')
     assert changed and all(k.startswith(('train_pipeline', 'train_dataloader.dataset.pipeline'))
                            for k in changed), changed
     pipeline = Config.fromfile(CONFIGS / 'ablations' / 'cell_r50_aug.py').train_pipeline
@@ -102,7 +102,7 @@ def test_imagenet_config_keeps_mmdets_backbone_norm_settings() -> None:
     import mmdet
 
     base = Path(mmdet.__file__).parent / '.mim/configs/_base_/models/mask-rcnn_r50_fpn.py'
-    mmdet_base = Config.fromfile(base).model.backbone  # the file cell_r50.py's _base_ names
+    mmdet_base = Config.fromfile(base).model.backbone  # the file cell_r50_scratch.py's _base_ names
     backbone = Config.fromfile(CONFIGS / 'cell_r50_imagenet.py').model.backbone
     for key in ('frozen_stages', 'norm_cfg', 'norm_eval'):
         assert backbone[key] == mmdet_base[key], key
@@ -112,6 +112,6 @@ def test_imagenet_config_keeps_mmdets_backbone_norm_settings() -> None:
 def test_visualization_hook_draws_rle_masks() -> None:
     """mmdet's --show-dir (draw=True) on ChunkedMaskHead's RLE masks needs cellseg's hook:
     mmdet's DetVisualizationHook crashes on them (tests/test_cell_visualization_hook.py)."""
-    cfg = Config.fromfile(CONFIGS / 'cell_r50.py')
+    cfg = Config.fromfile(CONFIGS / 'cell_r50_scratch.py')
     assert cfg.model.roi_head.mask_head.type == 'ChunkedMaskHead'
     assert cfg.default_hooks.visualization.type == 'CellVisualizationHook'

@@ -35,7 +35,7 @@ def test_help_lists_every_item_and_option() -> None:
 
 @pytest.mark.parametrize('cuda_visible', [False, True])
 def test_train_item_configs(monkeypatch: pytest.MonkeyPatch, cuda_visible: bool) -> None:
-    """Each timed variant: the committed config, or cell_r50_tuned with its previous RoI settings;
+    """Each timed variant: the committed config, or cell_r50_scratch_tuned with its previous RoI settings;
     float32 through OptimWrapper, bfloat16 through CpuAmpOptimWrapper, also where CUDA is
     visible (adapt_to_cpu then changes nothing, and the item still runs on the CPU)."""
     import torch
@@ -45,16 +45,16 @@ def test_train_item_configs(monkeypatch: pytest.MonkeyPatch, cuda_visible: bool)
 
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda_visible)
     assert [(r.config, r.previous) for r in train.RECIPES] == [
-        ('configs/cell_r50.py', False), ('configs/cell_r50_tuned.py', False),
-        ('configs/cell_r50_tuned.py', True)]
-    committed = train.load_config(REPO / 'configs' / 'cell_r50_tuned.py').model
+        ('configs/cell_r50_scratch.py', False), ('configs/cell_r50_scratch_tuned.py', False),
+        ('configs/cell_r50_scratch_tuned.py', True)]
+    committed = train.load_config(REPO / 'configs' / 'cell_r50_scratch_tuned.py').model
     for recipe in train.RECIPES:
         for precision in ('fp32', 'bf16'):
             cfg = train.step_config(recipe, precision)
             rcnn, roi_head = cfg.model.train_cfg.rcnn, cfg.model.roi_head
             if recipe.previous:
                 assert rcnn.sampler.num == 512 and roi_head.mask_pos_per_img is None
-            elif recipe.name == 'cell_r50_tuned':  # today's settings, as committed
+            elif recipe.name == 'cell_r50_scratch_tuned':  # today's settings, as committed
                 assert rcnn.sampler.num == committed.train_cfg.rcnn.sampler.num
                 assert roi_head.mask_pos_per_img == committed.roi_head.mask_pos_per_img
                 assert (rcnn.sampler.num, roi_head.mask_pos_per_img) != (512, None)
@@ -62,7 +62,7 @@ def test_train_item_configs(monkeypatch: pytest.MonkeyPatch, cuda_visible: bool)
             want = 'CpuAmpOptimWrapper' if precision == 'bf16' else 'OptimWrapper'
             assert wrapper.type == want
             assert 'loss_scale' not in wrapper
-            if recipe.name.startswith('cell_r50_tuned'):
+            if recipe.name.startswith('cell_r50_scratch_tuned'):
                 assert wrapper.clip_grad.max_norm == 35  # the recipe's, kept
             built = build_optim_wrapper(torch.nn.Linear(2, 2), wrapper)
             assert isinstance(built, CpuAmpOptimWrapper) == (precision == 'bf16')
@@ -120,6 +120,6 @@ def test_benchmark_models_have_the_data_s_four_classes() -> None:
     checkpoint loaded into them) need the heads sized to 4, not mmdet's 80."""
     from benchmarks.speed_items.common import load_config
 
-    cfg = load_config(REPO / 'configs' / 'cell_r50_tuned.py')
+    cfg = load_config(REPO / 'configs' / 'cell_r50_scratch_tuned.py')
     assert cfg.model.roi_head.bbox_head.num_classes == 4
     assert cfg.model.roi_head.mask_head.num_classes == 4

@@ -240,7 +240,7 @@ def test_mask_tta_merges_rle_views_back_into_the_image() -> None:
 
 
 def test_mask_tta_returns_masks_and_flipping_the_input_flips_them(tmp_path: Path) -> None:
-    cfg = Config.fromfile(CONFIGS / 'cell_r50_dense_tta.py')
+    cfg = Config.fromfile(CONFIGS / 'cell_r50_scratch_dense_tta.py')
     rgba, _ = rendered(96, 128, 12, seed=7)
     paths = []
     for name, img in (('x', rgba), ('hx', rgba[:, ::-1])):
@@ -343,7 +343,7 @@ def test_each_view_of_the_8_view_pipeline_moves_a_marked_region_with_the_image(
     marked = trim(rgb[..., 0] > 0)
     path = tmp_path / 'marked.tif'
     tifffile.imwrite(path, rgb, photometric='rgb')
-    cfg = Config.fromfile(CONFIGS / 'cell_r50_dense_tta8.py')
+    cfg = Config.fromfile(CONFIGS / 'cell_r50_scratch_dense_tta8.py')
     data = Compose(cfg.tta_pipeline)(dict(img_path=str(path), img_id=0))
     assert len(data['inputs']) == 8
     views, turns = set(), []
@@ -387,7 +387,7 @@ def test_8_view_tta_turning_or_transposing_the_input_turns_the_merged_output(
         tmp_path: Path) -> None:
     """The eight views are a group: a turned (or transposed) image has the same views, so the
     merged prediction of a model with random weights, not equivariant itself, turns with it."""
-    cfg = Config.fromfile(CONFIGS / 'cell_r50_dense_tta8.py')
+    cfg = Config.fromfile(CONFIGS / 'cell_r50_scratch_dense_tta8.py')
     height, width = 96, 128
     rgba, _ = rendered(height, width, 12, seed=7)
     inputs = {'x': rgba, 'turned': np.rot90(rgba), 'transposed': rgba.transpose(1, 0, 2)}
@@ -436,19 +436,19 @@ def test_merge_views_votes_pixels_and_averages_scores() -> None:
 
 
 def test_use_tta_wraps_the_model_and_swaps_the_pipeline() -> None:
-    cfg = Config.fromfile(CONFIGS / 'cell_r50_dense_tta.py')
+    cfg = Config.fromfile(CONFIGS / 'cell_r50_scratch_dense_tta.py')
     use_tta(cfg)
     assert cfg.model.type == 'MaskTTAModel' and cfg.model.module.type == 'TiledMaskRCNN'
     assert cfg.test_dataloader.dataset.pipeline[1].type == 'TestTimeAug'
-    with pytest.raises(ValueError, match='cell_r50.py: --tta needs tta_model and tta_pipeline'):
-        use_tta(Config.fromfile(CONFIGS / 'cell_r50.py'))
+    with pytest.raises(ValueError, match='cell_r50_scratch.py: --tta needs tta_model and tta_pipeline'):
+        use_tta(Config.fromfile(CONFIGS / 'cell_r50_scratch.py'))
 
 
 def test_8_view_config_adds_only_the_turn_and_tta_reads_its_detections_from_its_parent(
         tmp_path: Path) -> None:
-    assert {k.split('[')[0] for k in changed_keys('cell_r50_dense_tta8.py',
-                                                  'cell_r50_dense_tta.py')} == {'tta_pipeline'}
-    cfg = Config.fromfile(CONFIGS / 'cell_r50_dense_tta8.py')
+    assert {k.split('[')[0] for k in changed_keys('cell_r50_scratch_dense_tta8.py',
+                                                  'cell_r50_scratch_dense_tta.py')} == {'tta_pipeline'}
+    cfg = Config.fromfile(CONFIGS / 'cell_r50_scratch_dense_tta8.py')
     resize, turns, flips, pack = cfg.tta_pipeline[1].transforms
     assert [(t.type, t.k) for t in turns] == [('Rot90', 0), ('Rot90', 1)]
     assert [t.type for t in flips] == ['RandomFlip'] * 4 and 'rot90' in pack[0].meta_keys
@@ -456,29 +456,29 @@ def test_8_view_config_adds_only_the_turn_and_tta_reads_its_detections_from_its_
     assert cfg.model.type == 'MaskTTAModel' and cfg.model.module.type == 'TiledMaskRCNN'
     # the TTA keeps its parent's number of detections per image, whatever that is
     parent = tmp_path / 'parent.py'
-    parent.write_text(f"_base_ = {str(CONFIGS / 'cell_r50_dense_tiled.py')!r}\n"
+    parent.write_text(f"_base_ = {str(CONFIGS / 'cell_r50_scratch_dense_tiled.py')!r}\n"
                       'model = dict(test_cfg=dict(rcnn=dict(max_per_img=77)))\n')
-    text = (CONFIGS / 'cell_r50_dense_tta.py').read_text()
-    assert "_base_ = './cell_r50_dense_tiled.py'" in text
+    text = (CONFIGS / 'cell_r50_scratch_dense_tta.py').read_text()
+    assert "_base_ = './cell_r50_scratch_dense_tiled.py'" in text
     child = tmp_path / 'tta.py'
-    child.write_text(text.replace("'./cell_r50_dense_tiled.py'", repr(str(parent))))
+    child.write_text(text.replace("'./cell_r50_scratch_dense_tiled.py'", repr(str(parent))))
     assert Config.fromfile(child).tta_model.tta_cfg.max_per_img == 77
 
 
 def test_dense_configs_change_only_what_they_say() -> None:
-    assert changed_keys('cell_r50_dense.py', 'cell_r50.py') == {
+    assert changed_keys('cell_r50_scratch_dense.py', 'cell_r50_scratch.py') == {
         'model.rpn_head.anchor_generator.scales[0]', 'model.rpn_head.anchor_generator.scales[1]',
         'model.rpn_head.anchor_generator.scales[2]', 'model.rpn_head.anchor_generator.ratios[0]',
         'model.rpn_head.anchor_generator.ratios[2]',
         'model.train_cfg.rpn_proposal.nms_pre', 'model.train_cfg.rpn_proposal.max_per_img',
         'model.test_cfg.rpn.nms_pre', 'model.test_cfg.rpn.max_per_img',
         'model.test_cfg.rcnn.max_per_img', 'model.test_cfg.rcnn.score_thr'}
-    tiled = changed_keys('cell_r50_dense_tiled.py', 'cell_r50_dense.py')
+    tiled = changed_keys('cell_r50_scratch_dense_tiled.py', 'cell_r50_scratch_dense.py')
     assert {k.split('.')[0] for k in tiled} == {'model'}
     assert {k for k in tiled if k.startswith('model.')} == {'model.type'} | {
         f'model.tile_cfg.{k}' for k in ('size', 'overlap', 'border_margin', 'merge_thr',
                                         'batch_size')}
-    tta = changed_keys('cell_r50_dense_tta.py', 'cell_r50_dense_tiled.py')
+    tta = changed_keys('cell_r50_scratch_dense_tta.py', 'cell_r50_scratch_dense_tiled.py')
     assert {k.split('.')[0].split('[')[0] for k in tta} == {'tta_model', 'tta_pipeline'}
 
 

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace, work: Path) -> None:
 
     rounds = args.rounds
     root = dense512(work)
-    cfg = load_config(REPO / 'configs' / 'cell_r50.py')
+    cfg = load_config(REPO / 'configs' / 'cell_r50_scratch.py')
     ds_cfg = cfg.train_dataloader.dataset
     ds_cfg.data_root = str(root) + '/'
     ds_cfg.ann_file = str(root / 'annotations' / 'train_all.json')

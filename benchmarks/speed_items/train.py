@@ -1,14 +1,14 @@
 """The ``train`` item, two parts (``--train-parts``):
 
-- ``loop``: mean iteration of the training loop (``Runner.train()``, all hooks, cell_r50's
+- ``loop``: mean iteration of the training loop (``Runner.train()``, all hooks, cell_r50_scratch's
   loader workers) against ``train_step`` (preprocess, forward, backward, optimizer step) of the
   same model on batches already in memory; the tiny test model, with mmdet's
   ``LoadAnnotations`` and with ``LoadCellAnnotations``.
-- ``steps``: the mean ``train_step`` of ``configs/cell_r50.py`` and ``configs/cell_r50_tuned.py``
+- ``steps``: the mean ``train_step`` of ``configs/cell_r50_scratch.py`` and ``configs/cell_r50_scratch_tuned.py``
   on CoNSeP-sized batches in memory (4 images of 256x256, ~40 cells each), in float32 and in
   bfloat16 (``CpuAmpOptimWrapper``, as ``adapt_to_cpu(cfg, cpu_amp='bf16')`` sets it), with the
   floor (backbone + neck forward and backward alone) and the ratio of each to the step; and
-  cell_r50_tuned with its previous RoI settings (``benchmarks.references``) in the same run,
+  cell_r50_scratch_tuned with its previous RoI settings (``benchmarks.references``) in the same run,
   the baseline of the tuned step's goal (at most a third of it).
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ from benchmarks.references import (
 from benchmarks.speed_items.common import REPO, consep_like, dense512, load_config, report
 
 PARTS = ('loop', 'steps')
-BATCH = 4  # cell_r50's images per batch (one GPU)
-TUNED_GOAL = 1 / 3  # cell_r50_tuned's step at most this share of its previous settings' step
+BATCH = 4  # cell_r50_scratch's images per batch (one GPU)
+TUNED_GOAL = 1 / 3  # cell_r50_scratch_tuned's step at most this share of its previous settings' step
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,10 +94,10 @@ def loop_vs_step(work: Path, iters: int, cell_annotations: bool) -> None:
     adapt_to_cpu(cfg)  # as tools/train.py does: no AMP without CUDA
     set_mask_loader(cfg.train_dataloader.dataset.pipeline,
                     'LoadCellAnnotations' if cell_annotations else 'LoadAnnotations')
-    base_cfg = load_config(REPO / 'configs' / 'cell_r50.py')
+    base_cfg = load_config(REPO / 'configs' / 'cell_r50_scratch.py')
     ds = cfg.train_dataloader.dataset
     ds.data_root, ds.ann_file = str(root) + '/', str(ann_file)
-    # cell_r50's loader and logging (the tiny config's are for tests: no workers, a log line
+    # cell_r50_scratch's loader and logging (the tiny config's are for tests: no workers, a log line
     # per iteration); no validation and no checkpoint, which happen between epochs
     cfg.train_dataloader.num_workers = base_cfg.train_dataloader.num_workers
     cfg.train_dataloader.persistent_workers = True
@@ -176,7 +176,7 @@ def loop_vs_step(work: Path, iters: int, cell_annotations: bool) -> None:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A config timed by the steps part; ``previous``: with cell_r50_tuned's previous RoI
+    """A config timed by the steps part; ``previous``: with cell_r50_scratch_tuned's previous RoI
     settings (the baseline of the tuned recipe)."""
 
     name: str
@@ -187,9 +187,9 @@ class Recipe:
 PREVIOUS = ', '.join(f"{'.'.join(k.split('.')[-2:])}={v}"
                      for k, v in PREVIOUS_TUNED_SETTINGS.items())
 RECIPES = (
-    Recipe('cell_r50', 'configs/cell_r50.py'),
-    Recipe('cell_r50_tuned', 'configs/cell_r50_tuned.py'),
-    Recipe(f'cell_r50_tuned with its previous settings ({PREVIOUS})', 'configs/cell_r50_tuned.py',
+    Recipe('cell_r50_scratch', 'configs/cell_r50_scratch.py'),
+    Recipe('cell_r50_scratch_tuned', 'configs/cell_r50_scratch_tuned.py'),
+    Recipe(f'cell_r50_scratch_tuned with its previous settings ({PREVIOUS})', 'configs/cell_r50_scratch_tuned.py',
            previous=True),
 )
 
@@ -244,7 +244,7 @@ def step_config(recipe: Recipe, precision: str) -> Any:
 
 def step_batches(work: Path, n_batches: int, data_root: str | None,
                  ann_file: str | None) -> tuple[list[dict], str]:
-    """``n_batches`` batches of 4 training samples through cell_r50_tuned's pipeline (seeded
+    """``n_batches`` batches of 4 training samples through cell_r50_scratch_tuned's pipeline (seeded
     flips), collated as the loader collates them, and a description of them."""
     from mmdet.registry import DATASETS
     from mmengine.dataset import pseudo_collate
@@ -266,7 +266,7 @@ def step_batches(work: Path, n_batches: int, data_root: str | None,
         root = consep_like(work, n)
         ann = root / 'annotations' / 'train_all.json'
         source = 'generated'
-    cfg = load_config(REPO / 'configs' / 'cell_r50_tuned.py')
+    cfg = load_config(REPO / 'configs' / 'cell_r50_scratch_tuned.py')
     ds = cfg.train_dataloader.dataset
     ds.data_root, ds.ann_file = str(root) + '/', str(ann)
     dataset = DATASETS.build(ds)
@@ -390,7 +390,7 @@ def recipe_steps(work: Path, steps: int, precisions: list[str], data_root: str |
     pairs = [(p, p) for p in precisions] + ([('bf16', 'fp32')] if 'bf16' in precisions else [])
     for p, q in pairs:
         ratio = mean[tuned, p] / mean[previous, q]
-        report('train', f'train_step, cell_r50_tuned {p} / with its previous settings {q}',
+        report('train', f'train_step, cell_r50_scratch_tuned {p} / with its previous settings {q}',
                f'{ratio:.3f} ({mean[tuned, p]:.2f} s / {mean[previous, q]:.2f} s; CPU time '
                f'{cpu[tuned, p] / cpu[previous, q]:.3f})', f'1.000 ({PREVIOUS})',
                f'<= {TUNED_GOAL:.3f}', ratio <= TUNED_GOAL)

@@ -345,7 +345,7 @@ def use_tta(cfg: Config) -> None:
     missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
     if missing:
         raise ValueError(f'{cfg.filename}: --tta needs {" and ".join(missing)} in the config '
-                         '(e.g. configs/cell_r50_dense_tta.py)')
+                         '(e.g. configs/cell_r50_scratch_dense_tta.py)')
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     for ds in leaf_datasets(cfg.test_dataloader):
         ds.pipeline = cfg.tta_pipeline

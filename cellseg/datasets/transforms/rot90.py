@@ -28,7 +28,7 @@ class Rot90(BaseTransform):
     mmdet's ``RandomFlip`` only flips, and its ``Rotate`` turns by an angle inside the same
     canvas with interpolation; a quarter turn permutes the pixels and swaps height and width.
     ``Rot90(k=0)`` and ``Rot90(k=1)`` followed by the four ``RandomFlip`` views make the eight
-    symmetries of the square (``configs/cell_r50_dense_tta8.py``), which ``MaskTTAModel`` undoes:
+    symmetries of the square (``configs/cell_r50_scratch_dense_tta8.py``), which ``MaskTTAModel`` undoes:
     it unflips first, then unturns, so the flip must come after the turn (a ``flip`` already in
     the results is refused).
 

@@ -1,12 +1,12 @@
-# The tuned recipe: cell_r50_dense's anchors and detection counts, trained the way a randomly
+# The tuned recipe: cell_r50_scratch_dense's anchors and detection counts, trained the way a randomly
 # initialised backbone learns on ~200 images (no pretrained weights are reachable here), and
-# predicting images larger than 512 px in overlapping tiles (cell_r50_dense_tiled), so a 2500 px
+# predicting images larger than 512 px in overlapping tiles (cell_r50_scratch_dense_tiled), so a 2500 px
 # image with 1000 cells stays within 2 GiB on a CPU (docs/speed.md). Smaller images are predicted
 # whole; `--cfg-options model.tile_cfg=None` predicts every image whole.
 # What differs from the original recipe's training, and why:
 # - lr 1e-3 after a linear warm-up: the recipe's 1e-4 was chosen for an ImageNet-initialised
 #   backbone; from scratch it leaves the network far from converged at the recipe's budget
-#   (docs/results.md: cell_r50 still rising after 5 epochs). The warm-up and a gradient-norm clip
+#   (docs/results.md: cell_r50_scratch still rising after 5 epochs). The warm-up and a gradient-norm clip
 #   keep the first iterations of random weights from blowing up.
 # - flips (horizontal, vertical, both): cells have no orientation, so each flip is a new,
 #   equally valid training image, and the flip TTA sees views the model was trained on. At a
@@ -17,10 +17,10 @@
 #   with the box head on every sampled one, are most of a training step on a CPU, while ~40
 #   small, alike cells per image need few RoIs each (step times and AP50 in docs/speed.md and
 #   docs/results.md).
-# Normalisation and frozen stages stay those of cell_r50: BatchNorm trained in train mode (a batch
+# Normalisation and frozen stages stay those of cell_r50_scratch: BatchNorm trained in train mode (a batch
 # of 4 images of many cells gives BN plenty of pixels), nothing frozen (frozen random weights
 # would stay random).
-_base_ = './cell_r50_dense_tiled.py'
+_base_ = './cell_r50_scratch_dense_tiled.py'
 
 model = dict(roi_head=dict(mask_pos_per_img=16),
              train_cfg=dict(rcnn=dict(sampler=dict(num=128))))

@@ -1,6 +1,6 @@
 # The tuned recipe on every train image for its fixed 20 epochs, unvalidated (as cell_r50_full.py
 # is for the original recipe): the last epoch is the model, judged on the test set only.
-_base_ = '../cell_r50_tuned.py'
+_base_ = '../cell_r50_scratch_tuned.py'
 
 train_dataloader = dict(dataset=dict(ann_file=f'{_base_.ann_dir}train_all.json'))
 val_dataloader = None

@@ -1,8 +1,8 @@
-# cell_r50_dense predicting large images in overlapping tiles
+# cell_r50_scratch_dense predicting large images in overlapping tiles
 # (cellseg/models/detectors/tiled_mask_rcnn.py).
-# Same weights as cell_r50_dense: test its checkpoint with this config. `tile_cfg=None` in
+# Same weights as cell_r50_scratch_dense: test its checkpoint with this config. `tile_cfg=None` in
 # --cfg-options predicts every image whole again.
-_base_ = './cell_r50_dense.py'
+_base_ = './cell_r50_scratch_dense.py'
 
 model = dict(
     type='TiledMaskRCNN',
