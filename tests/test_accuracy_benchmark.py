@@ -279,3 +279,46 @@ def test_runs_split_over_processes_keep_their_own_summaries(tmp_path) -> None:
     assert len(paths) == 8
     assert accuracy.summary_path(accuracy.parse_args(['--budget', '8']), '/w', '_seed1', 5) == \
         '/w/accuracy_8it_seed1_5img.json'  # the default pair keeps the earlier runs' names
+
+
+def test_a_config_path_is_a_recipe_named_by_its_stem(tmp_path) -> None:
+    accuracy = accuracy_module()
+    path = 'configs/ablations/cell_r50_scratch_tuned_noflip.py'
+    args = accuracy.parse_args(['--budget', '8', '--recipes', f'tuned,{path}'])
+    assert args.recipes == ['tuned', 'cell_r50_scratch_tuned_noflip']
+    assert args.recipe_paths == {'tuned': accuracy.TUNED, 'cell_r50_scratch_tuned_noflip': path}
+    # the summary's name carries the stem, not the path's folders
+    assert accuracy.summary_path(args, '/w', '_seed1', 5) == \
+        '/w/accuracy_8it_seed1_tuned-cell_r50_scratch_tuned_noflip_5img.json'
+    for bad in ('configs/ablations/missing.py', 'configs/ablations', f'{path},{path}'):
+        with pytest.raises(SystemExit):
+            accuracy.parse_args(['--budget', '8', '--recipes', bad])
+
+
+@needs_consep
+def test_a_config_path_trains_and_evaluates_under_its_stem(tmp_path, capsys) -> None:
+    path = 'configs/ablations/cell_r50_scratch_tuned_noflip.py'
+    [train], [test] = dry_run(tmp_path, capsys, '--variants', 'whole', '--recipes', path,
+                              '--seed', '1')
+    assert f"{tmp_path / 'configs' / 'cell_r50_scratch_tuned_noflip_8it.py'} " in train
+    assert f"--work-dir {tmp_path / 'cell_r50_scratch_tuned_noflip_8it_seed1'} " in train
+    assert test.split()[3] == path  # evaluated with the config itself
+    assert 'metrics/cell_r50_scratch_tuned_noflip_8it_seed1_whole_' in test
+
+
+def test_budget_config_reaches_a_wrapped_training_set(tmp_path) -> None:
+    accuracy = accuracy_module()
+    recipe = tmp_path / 'rfs.py'
+    recipe.write_text(f"_base_ = {str(REPO / accuracy.TUNED)!r}\n"
+                      "train_dataloader = dict(dataset=dict(_delete_=True, "
+                      "type='ClassBalancedDataset', oversample_thr=1.0, "
+                      "dataset=_base_.train_dataloader.dataset))\n")
+    path = tmp_path / 'budget.py'
+    path.write_text(accuracy.budget_config(str(recipe), 200))
+    cfg = Config.fromfile(str(path))
+    wrapper = cfg.train_dataloader.dataset
+    assert wrapper.type == 'ClassBalancedDataset' and 'ann_file' not in wrapper
+    assert wrapper.oversample_thr == 1.0
+    assert wrapper.dataset.ann_file == 'annotations/train_all.json'
+    assert wrapper.dataset.pipeline == Config.fromfile(str(recipe)).train_pipeline
+    assert cfg.train_cfg.max_iters == 200
