@@ -92,8 +92,8 @@ PREVIOUS_TUNED_SETTINGS = {'model.train_cfg.rcnn.sampler.num': 512,
 
 
 def use_previous_tuned_settings(cfg: Any) -> None:
-    """Give a config cell_r50_scratch_tuned's previous RoI settings (mmdet's 512 sampled RoIs per image,
-    every positive to the mask branch), the baseline of the train item's step time."""
+    """Give a config cell_r50_scratch_tuned's previous RoI settings (mmdet's 512 sampled RoIs per
+    image, every positive to the mask branch), the baseline of the train item's step time."""
     cfg.model.train_cfg.rcnn.sampler.num = PREVIOUS_TUNED_SETTINGS[
         'model.train_cfg.rcnn.sampler.num']
     cfg.model.roi_head.mask_pos_per_img = PREVIOUS_TUNED_SETTINGS[

@@ -12,10 +12,11 @@ Items (``--only`` takes any of them; all run by default, in this order), one mod
   maps), and against the same pipeline with mmdet's ``LoadAnnotations``.
 - ``train``: mean iteration of the training loop against ``train_step`` (preprocess, forward,
   backward, optimizer step) of the same model on batches already in memory; the tiny test model.
-  Then the mean ``train_step`` of cell_r50_scratch and cell_r50_scratch_tuned on CoNSeP-sized batches (4 x
-  256x256, ~40 cells), float32 and bfloat16 (``CpuAmpOptimWrapper``; on a CPU without native
-  bfloat16 only with ``--train-bf16``), beside the backbone+neck forward/backward alone (the
-  floor), and cell_r50_scratch_tuned against its previous RoI settings (goal: a third of their step).
+  Then the mean ``train_step`` of cell_r50_scratch and cell_r50_scratch_tuned on CoNSeP-sized
+  batches (4 x 256x256, ~40 cells), float32 and bfloat16 (``CpuAmpOptimWrapper``; on a CPU
+  without native bfloat16 only with ``--train-bf16``), beside the backbone+neck forward/backward
+  alone (the floor), and cell_r50_scratch_tuned against its previous RoI settings (goal: a third
+  of their step).
 - ``predict``: one 512x512 image with 300 detections from its file to the submission JSON
   (pipeline, model, paste, RLE, results JSON, then the submission read back, checked and
   written with its zip, as ``tools/test.py --submit`` does: images read by a loader worker

@@ -1,7 +1,7 @@
 # cell_r50_scratch for dense cells: anchors sized for cells, and enough proposals and detections for
 # images of hundreds of cells. Only RPN anchors and train/test proposal and detection settings
-# differ from cell_r50_scratch; weights have the same shapes except the RPN's cls/reg convs (9 anchors
-# per position instead of 3).
+# differ from cell_r50_scratch; weights have the same shapes except the RPN's cls/reg convs (9
+# anchors per position instead of 3).
 _base_ = './cell_r50_scratch.py'
 
 model = dict(

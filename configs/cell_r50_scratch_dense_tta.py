@@ -1,8 +1,8 @@
-# cell_r50_scratch_dense_tiled with test-time augmentation: the four flips (none, horizontal, vertical,
-# both) merged with their masks by cellseg/models/test_time_augs/mask_tta_model.py; all eight
-# symmetries of the square (flips and quarter turns): cell_r50_scratch_dense_tta8.py. Same weights as
-# cell_r50_scratch_dense. Only `tools/test.py ... --tta` uses tta_model and tta_pipeline; without it
-# this config is cell_r50_scratch_dense_tiled.
+# cell_r50_scratch_dense_tiled with test-time augmentation: the four flips (none, horizontal,
+# vertical, both) merged with their masks by cellseg/models/test_time_augs/mask_tta_model.py; all
+# eight symmetries of the square (flips and quarter turns): cell_r50_scratch_dense_tta8.py. Same
+# weights as cell_r50_scratch_dense. Only `tools/test.py ... --tta` uses tta_model and tta_pipeline;
+# without it this config is cell_r50_scratch_dense_tiled.
 _base_ = './cell_r50_scratch_dense_tiled.py'
 
 tta_model = dict(
@@ -27,7 +27,8 @@ tta_pipeline = [
               dict(type='RandomFlip', prob=1., direction='horizontal'),
               dict(type='RandomFlip', prob=1., direction='vertical'),
               dict(type='RandomFlip', prob=1., direction='diagonal')],
-             # rot90: the quarter turns of a Rot90 view (cell_r50_scratch_dense_tta8.py), absent here
+             # rot90: the quarter turns of a Rot90 view (cell_r50_scratch_dense_tta8.py), absent
+             # here
              [dict(type='PackDetInputs',
                    meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
                               'flip', 'flip_direction', 'rot90'))]])]

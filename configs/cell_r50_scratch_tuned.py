@@ -1,13 +1,13 @@
-# The tuned recipe: cell_r50_scratch_dense's anchors and detection counts, trained the way a randomly
-# initialised backbone learns on ~200 images (no pretrained weights are reachable here), and
-# predicting images larger than 512 px in overlapping tiles (cell_r50_scratch_dense_tiled), so a 2500 px
-# image with 1000 cells stays within 2 GiB on a CPU (docs/speed.md). Smaller images are predicted
-# whole; `--cfg-options model.tile_cfg=None` predicts every image whole.
+# The tuned recipe: cell_r50_scratch_dense's anchors and detection counts, trained the way a
+# randomly initialised backbone learns on ~200 images (for machines that cannot download weights),
+# and predicting images larger than 512 px in overlapping tiles (cell_r50_scratch_dense_tiled), so a
+# 2500 px image with 1000 cells stays within 2 GiB on a CPU (docs/speed.md). Smaller images are
+# predicted whole; `--cfg-options model.tile_cfg=None` predicts every image whole.
 # What differs from the original recipe's training, and why:
 # - lr 1e-3 after a linear warm-up: the recipe's 1e-4 was chosen for an ImageNet-initialised
 #   backbone; from scratch it leaves the network far from converged at the recipe's budget
-#   (docs/results.md: cell_r50_scratch still rising after 5 epochs). The warm-up and a gradient-norm clip
-#   keep the first iterations of random weights from blowing up.
+#   (docs/results.md: cell_r50_scratch still rising after 5 epochs). The warm-up and a gradient-norm
+#   clip keep the first iterations of random weights from blowing up.
 # - flips (horizontal, vertical, both): cells have no orientation, so each flip is a new,
 #   equally valid training image, and the flip TTA sees views the model was trained on. At a
 #   short CPU budget they cost AP50 (200 iterations: 0.197 without, 0.176 with; docs/results.md,
@@ -17,8 +17,8 @@
 #   with the box head on every sampled one, are most of a training step on a CPU, while ~40
 #   small, alike cells per image need few RoIs each (step times and AP50 in docs/speed.md and
 #   docs/results.md).
-# Normalisation and frozen stages stay those of cell_r50_scratch: BatchNorm trained in train mode (a batch
-# of 4 images of many cells gives BN plenty of pixels), nothing frozen (frozen random weights
+# Normalisation and frozen stages stay those of cell_r50_scratch: BatchNorm trained in train mode (a
+# batch of 4 images of many cells gives BN plenty of pixels), nothing frozen (frozen random weights
 # would stay random).
 _base_ = './cell_r50_scratch_dense_tiled.py'
 

@@ -35,8 +35,8 @@ def test_help_lists_every_item_and_option() -> None:
 
 @pytest.mark.parametrize('cuda_visible', [False, True])
 def test_train_item_configs(monkeypatch: pytest.MonkeyPatch, cuda_visible: bool) -> None:
-    """Each timed variant: the committed config, or cell_r50_scratch_tuned with its previous RoI settings;
-    float32 through OptimWrapper, bfloat16 through CpuAmpOptimWrapper, also where CUDA is
+    """Each timed variant: the committed config, or cell_r50_scratch_tuned with its previous RoI
+    settings; float32 through OptimWrapper, bfloat16 through CpuAmpOptimWrapper, also where CUDA is
     visible (adapt_to_cpu then changes nothing, and the item still runs on the CPU)."""
     import torch
     from mmengine.optim import build_optim_wrapper

@@ -144,7 +144,8 @@ def test_fast_json_handler_writes_what_mmengine_wrote(tmp_path) -> None:
     from mmengine.fileio.handlers import JsonHandler
     from mmengine.fileio.handlers.registry_utils import file_handlers
 
-    Config.fromfile(str(Path(__file__).parents[1] / 'configs' / 'cell_r50_scratch.py'))  # its imports
+    # its imports
+    Config.fromfile(str(Path(__file__).parents[1] / 'configs' / 'cell_r50_scratch.py'))
     from cellseg.evaluation.fast_json_handler import FastJsonHandler
 
     assert isinstance(file_handlers['json'], FastJsonHandler)

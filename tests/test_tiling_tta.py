@@ -440,14 +440,15 @@ def test_use_tta_wraps_the_model_and_swaps_the_pipeline() -> None:
     use_tta(cfg)
     assert cfg.model.type == 'MaskTTAModel' and cfg.model.module.type == 'TiledMaskRCNN'
     assert cfg.test_dataloader.dataset.pipeline[1].type == 'TestTimeAug'
-    with pytest.raises(ValueError, match='cell_r50_scratch.py: --tta needs tta_model and tta_pipeline'):
+    with pytest.raises(ValueError,
+                       match='cell_r50_scratch.py: --tta needs tta_model and tta_pipeline'):
         use_tta(Config.fromfile(CONFIGS / 'cell_r50_scratch.py'))
 
 
 def test_8_view_config_adds_only_the_turn_and_tta_reads_its_detections_from_its_parent(
         tmp_path: Path) -> None:
-    assert {k.split('[')[0] for k in changed_keys('cell_r50_scratch_dense_tta8.py',
-                                                  'cell_r50_scratch_dense_tta.py')} == {'tta_pipeline'}
+    changed = changed_keys('cell_r50_scratch_dense_tta8.py', 'cell_r50_scratch_dense_tta.py')
+    assert {k.split('[')[0] for k in changed} == {'tta_pipeline'}
     cfg = Config.fromfile(CONFIGS / 'cell_r50_scratch_dense_tta8.py')
     resize, turns, flips, pack = cfg.tta_pipeline[1].transforms
     assert [(t.type, t.k) for t in turns] == [('Rot90', 0), ('Rot90', 1)]

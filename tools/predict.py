@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmengine.config import DictAction  # noqa: E402
 
+from cellseg.apis.cli import run_tool  # noqa: E402
 from cellseg.apis.predict import collect_images, load_model, predict_files  # noqa: E402
-from cellseg.formats.hw3 import HW3FormatError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,14 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.score_thr <= 1.0:
         print(f'error: --score-thr must be in [0, 1], got {args.score_thr}', file=sys.stderr)
         return 2
-    try:
-        paths = collect_images(args.inputs)  # all inputs checked before the model loads
-        model = load_model(args.config, args.checkpoint, args.device, args.score_thr,
-                           args.cfg_options)
-        s = predict_files(model, paths, args.out_dir, args.score_thr)
-    except (HW3FormatError, FileNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+    paths = collect_images(args.inputs)  # all inputs checked before the model loads
+    model = load_model(args.config, args.checkpoint, args.device, args.score_thr,
+                       args.cfg_options)
+    s = predict_files(model, paths, args.out_dir, args.score_thr)
     print(f'{s.images} images, {s.instances} instances scoring >= {args.score_thr} ('
           + ', '.join(f'{k} {v}' for k, v in s.per_class.items()) + f') in {s.seconds:.1f} s')
     print(f'wrote <stem>_labels.tif, _classes.tif, _overlay.png, <stem>.geojson and {s.csv.name} '
@@ -60,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

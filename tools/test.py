@@ -2,7 +2,8 @@
 
     python tools/test.py CONFIG CHECKPOINT [--data-root DIR] [--ann-dir DIR]
     python tools/test.py CONFIG CHECKPOINT --submit work_dirs/x/submission.zip
-    python tools/test.py configs/cell_r50_scratch_dense_tta.py CHECKPOINT --tta ...   (flip TTA, masks too)
+    python tools/test.py configs/cell_r50_scratch_dense_tta.py CHECKPOINT --tta ...
+        (flip TTA, masks too)
 
 Without --submit the config's test loop runs (its annotation file has ground truth) and prints
 the metrics. With --submit the model runs on DATA_ROOT's test_release/ images as listed in
@@ -17,6 +18,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from cellseg.apis.cli import run_tool  # noqa: E402
 from cellseg.apis.config_helpers import (  # noqa: E402
     adapt_to_cpu,
     add_common_args,
@@ -40,8 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--metrics-out', metavar='JSON', help='also write the metrics here')
     parser.add_argument('--report', metavar='DIR', help='after evaluating, write the evaluation '
                         'report here: per-class table, PR curves, confusion matrix, worst images')
-    parser.add_argument('--tta', action='store_true', help="test-time augmentation: the "
-                        "config's tta_model and tta_pipeline (configs/cell_r50_scratch_dense_tta.py)")
+    parser.add_argument('--tta', action='store_true', help="test-time augmentation: the config's "
+                        'tta_model and tta_pipeline (configs/cell_r50_scratch_dense_tta.py)')
     return parser.parse_args(argv)
 
 
@@ -61,4 +63,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

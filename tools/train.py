@@ -1,7 +1,8 @@
 """Train a cellseg config (mmdet's tools/train.py arguments, plus --data-root/--ann-dir).
 
     python tools/train.py configs/cell_r50.py [--work-dir DIR] [--resume [CKPT]]
-        [--data-root DATA_ROOT] [--ann-dir ANN_DIR] [--cfg-options k=v ...] [--launcher pytorch]
+        [--pretrained coco|imagenet|none|FILE|URL] [--data-root DATA_ROOT] [--ann-dir ANN_DIR]
+        [--cfg-options k=v ...] [--launcher pytorch]
 """
 from __future__ import annotations
 
@@ -12,15 +13,11 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import Config  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
-from cellseg.apis.config_helpers import (  # noqa: E402
-    CPU_AMP_MODES,
-    adapt_to_cpu,
-    add_common_args,
-    load_config,
-    resolve_classes,
-)
+from cellseg.apis.cli import run_tool  # noqa: E402
+from cellseg.apis.config_helpers import CPU_AMP_MODES, add_common_args, load_config  # noqa: E402
+from cellseg.apis.pretrained import CHOICES  # noqa: E402
+from cellseg.apis.train import build_runner  # noqa: E402
 from cellseg.engine.quiet_logs import drop_mmengine_deprecation_notices  # noqa: E402
 
 
@@ -30,6 +27,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_common_args(parser)
     parser.add_argument('--resume', nargs='?', const='auto', help='resume from this checkpoint, '
                         'or without a value from the latest one in the work dir')
+    parser.add_argument('--pretrained', metavar='|'.join(CHOICES) + '|FILE|URL',
+                        help="the weights to start from instead of the config's: 'coco' "
+                        "(mmdet's COCO Mask R-CNN R50-FPN), 'imagenet' (the backbone's), 'none' "
+                        '(from scratch), or a checkpoint file or URL')
     parser.add_argument('--cpu-amp', choices=CPU_AMP_MODES, help="the recipe's mixed precision "
                         "without CUDA: 'auto' (default; bfloat16 where the CPU computes it "
                         "natively), 'bf16', 'off' (float32)")
@@ -49,18 +50,14 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = build_config(args)
-    classes = resolve_classes(cfg)
-    changes = adapt_to_cpu(cfg, args.cpu_amp)
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(build_config(args), args.cpu_amp,
+                          None if args.resume else args.pretrained)
     drop_mmengine_deprecation_notices(runner.logger)
-    runner.logger.info(classes)  # logged once the runner's logger exists: in the run's log
-    for change in changes:
-        runner.logger.warning(change)
     runner.train()
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_tool(main))

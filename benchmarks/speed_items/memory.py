@@ -27,7 +27,8 @@ from benchmarks.speed_items.common import (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The models, weights and heads."""
     parser.add_argument('--memory-config', nargs='+',
-                        default=['configs/cell_r50_scratch_dense.py', 'tests/configs/cell_r50_tiny.py'],
+                        default=['configs/cell_r50_scratch_dense.py',
+                                 'tests/configs/cell_r50_tiny.py'],
                         help='models of the memory item')
     parser.add_argument('--memory-checkpoint',
                         help='weights for the memory item (default: random): random boxes are '

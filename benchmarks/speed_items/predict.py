@@ -29,7 +29,8 @@ from benchmarks.speed_items.common import (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The models and the image count."""
     parser.add_argument('--predict-config', nargs='+',
-                        default=['configs/cell_r50_scratch_dense.py', 'tests/configs/cell_r50_tiny.py'],
+                        default=['configs/cell_r50_scratch_dense.py',
+                                 'tests/configs/cell_r50_tiny.py'],
                         help='models of the predict item')
     parser.add_argument('--predict-images', type=int, default=4)
 
@@ -123,8 +124,8 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
     t_read = (time.perf_counter() - start) / len(paths)
     heads = ('fcn', 'chunked')
     models = {head: build_model(cfg, head) for head in heads}
-    # tools/test.py reads images in the test loader's workers (cell_r50_scratch: 2) while the model runs,
-    # so reading is timed as it happens there: one worker per head, prefetching
+    # tools/test.py reads images in the test loader's workers (cell_r50_scratch: 2) while the model
+    # runs, so reading is timed as it happens there: one worker per head, prefetching
     loaders = {head: torch.utils.data.DataLoader(Images(), batch_size=1, num_workers=1,
                                                  collate_fn=pseudo_collate,
                                                  persistent_workers=True) for head in heads}

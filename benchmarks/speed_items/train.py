@@ -4,7 +4,8 @@
   loader workers) against ``train_step`` (preprocess, forward, backward, optimizer step) of the
   same model on batches already in memory; the tiny test model, with mmdet's
   ``LoadAnnotations`` and with ``LoadCellAnnotations``.
-- ``steps``: the mean ``train_step`` of ``configs/cell_r50_scratch.py`` and ``configs/cell_r50_scratch_tuned.py``
+- ``steps``: the mean ``train_step`` of ``configs/cell_r50_scratch.py`` and
+``configs/cell_r50_scratch_tuned.py``
   on CoNSeP-sized batches in memory (4 images of 256x256, ~40 cells each), in float32 and in
   bfloat16 (``CpuAmpOptimWrapper``, as ``adapt_to_cpu(cfg, cpu_amp='bf16')`` sets it), with the
   floor (backbone + neck forward and backward alone) and the ratio of each to the step; and
@@ -32,7 +33,8 @@ from benchmarks.speed_items.common import REPO, consep_like, dense512, load_conf
 
 PARTS = ('loop', 'steps')
 BATCH = 4  # cell_r50_scratch's images per batch (one GPU)
-TUNED_GOAL = 1 / 3  # cell_r50_scratch_tuned's step at most this share of its previous settings' step
+# cell_r50_scratch_tuned's step at most this share of its previous settings' step
+TUNED_GOAL = 1 / 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,8 +191,8 @@ PREVIOUS = ', '.join(f"{'.'.join(k.split('.')[-2:])}={v}"
 RECIPES = (
     Recipe('cell_r50_scratch', 'configs/cell_r50_scratch.py'),
     Recipe('cell_r50_scratch_tuned', 'configs/cell_r50_scratch_tuned.py'),
-    Recipe(f'cell_r50_scratch_tuned with its previous settings ({PREVIOUS})', 'configs/cell_r50_scratch_tuned.py',
-           previous=True),
+    Recipe(f'cell_r50_scratch_tuned with its previous settings ({PREVIOUS})',
+           'configs/cell_r50_scratch_tuned.py', previous=True),
 )
 
 

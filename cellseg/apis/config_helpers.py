@@ -116,10 +116,11 @@ def annotation_classes(ann_file: str | os.PathLike) -> tuple[str, ...]:
 
 def checkpoint_classes(checkpoint: str | os.PathLike) -> tuple[str, ...] | None:
     """The classes a checkpoint was trained on (mmengine saves the training dataset's metainfo
-    in its ``meta``), or None for a checkpoint without them."""
-    from cellseg.engine.checkpoint_loader import load_trusted_local_checkpoint
+    in its ``meta``), or None for a checkpoint without them. The checkpoint is read once: the
+    next load of the same file (the Runner's, ``init_detector``'s) takes the dict read here."""
+    from cellseg.engine.checkpoint_loader import read_checkpoint
 
-    meta = load_trusted_local_checkpoint(os.fspath(checkpoint), map_location='cpu').get('meta')
+    meta = read_checkpoint(checkpoint).get('meta')
     classes = ((meta or {}).get('dataset_meta') or {}).get('classes')
     return tuple(classes) if classes else None
 

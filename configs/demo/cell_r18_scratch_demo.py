@@ -1,9 +1,10 @@
-# The demo: a narrowed child of the recommended recipe (cell_r50_scratch_tuned) that learns the generated
-# demo cells in a few minutes on a 2-core CPU. It keeps the recipe's training (lr 1e-3 with
-# warm-up and gradient clip, flips, 128 sampled RoIs and 16 mask positives per image) and its
+# The demo: a narrowed child of the recommended recipe (cell_r50_scratch_tuned) that learns the
+# generated demo cells in a few minutes on a 2-core CPU. It keeps the recipe's training (lr 1e-3
+# with warm-up and gradient clip, flips, 128 sampled RoIs and 16 mask positives per image) and its
 # anchors and detection counts sized for cells; what differs, and why:
 # - a half-width ResNet-18 with 64-channel neck and heads (see below);
-# - anchors and detection counts sized from the demo data, as cell_r50_scratch_dense sizes them for CoNSeP;
+# - anchors and detection counts sized from the demo data, as cell_r50_scratch_dense sizes them for
+#   CoNSeP;
 # - 256x256 random crops of each training image (no resizing, as in the recipe): small batches
 #   of cell-sized work keep an iteration under a second;
 # - a warm-up of 50 iterations: the whole run is 140.

@@ -1,6 +1,7 @@
-# A child of cell_r50_scratch small enough to train for a few iterations inside a test on a 2-core CPU:
-# a narrow ResNet-18 and heads, few proposals, the tiny generated data (paths set by the tests
-# with --data-root/--ann-dir). Everything else (loaders, metric, schedule types) is cell_r50_scratch's.
+# A child of cell_r50_scratch small enough to train for a few iterations inside a test on a 2-core
+# CPU: a narrow ResNet-18 and heads, few proposals, the tiny generated data (paths set by the tests
+# with --data-root/--ann-dir). Everything else (loaders, metric, schedule types) is
+# cell_r50_scratch's.
 _base_ = '../../configs/cell_r50_scratch.py'
 
 width = 32

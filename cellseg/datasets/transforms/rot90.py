@@ -28,9 +28,9 @@ class Rot90(BaseTransform):
     mmdet's ``RandomFlip`` only flips, and its ``Rotate`` turns by an angle inside the same
     canvas with interpolation; a quarter turn permutes the pixels and swaps height and width.
     ``Rot90(k=0)`` and ``Rot90(k=1)`` followed by the four ``RandomFlip`` views make the eight
-    symmetries of the square (``configs/cell_r50_scratch_dense_tta8.py``), which ``MaskTTAModel`` undoes:
-    it unflips first, then unturns, so the flip must come after the turn (a ``flip`` already in
-    the results is refused).
+    symmetries of the square (``configs/cell_r50_scratch_dense_tta8.py``), which ``MaskTTAModel``
+    undoes: it unflips first, then unturns, so the flip must come after the turn (a ``flip`` already
+    in the results is refused).
 
     The model is to predict in the turned frame, so ``ori_shape`` and ``scale_factor`` turn with
     ``img_shape``; ``rot90`` records the quarter turns so far (modulo 4) for ``PackDetInputs``'

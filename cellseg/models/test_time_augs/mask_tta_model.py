@@ -18,8 +18,9 @@ Masks are binary votes, so any module works as it is (``MaskRCNN`` with tensor m
 ``TiledMaskRCNN`` with RLEs for large images); the merged masks keep the module's form.
 
 Configs switch it on the mmdet way: ``tta_model`` and ``tta_pipeline`` in the config (see
-``configs/cell_r50_scratch_dense_tta.py``: the four flips; ``configs/cell_r50_scratch_dense_tta8.py``: the eight
-symmetries of the square), applied by ``use_tta`` (``tools/test.py --tta``).
+``configs/cell_r50_scratch_dense_tta.py``: the four flips;
+``configs/cell_r50_scratch_dense_tta8.py``: the eight symmetries of the square), applied by
+``use_tta`` (``tools/test.py --tta``).
 """
 from __future__ import annotations
 
