@@ -12,7 +12,11 @@
 # system packages and mmcv is compiled against that torch. A CUDA torch gets mmcv's CUDA ops
 # (FORCE_CUDA=1) for the GPUs in TORCH_CUDA_ARCH_LIST, else for the visible ones; a missing or
 # mismatched nvcc stops the script before the hour-long build, not at the first RoIAlign on a
-# GPU (docs/gpu.md).
+# GPU (docs/gpu.md). A CUDA torch on a machine without a visible GPU (and no
+# TORCH_CUDA_ARCH_LIST) gets mmcv's CPU ops, and the script says how to rebuild once a GPU is there.
+# Without torch, the pinned one is installed: the CPU build (PyTorch's CPU wheel index, else
+# whatever the configured index serves) when no GPU is visible, the index's default otherwise
+# (PyPI's Linux wheel is the CUDA build). docs/install.md says what each kind of machine gets.
 #
 # SETUP_DRY_RUN=1 (or --check-only) prints those decisions, the mmcv install command and its
 # environment, then exits before creating or installing anything.
@@ -31,6 +35,27 @@ case "${1:-}" in
 esac
 
 die() { echo "setup: error: $*" >&2; exit 1; }
+
+# numpy 2.4 and scipy 1.17 of requirements.txt need Python 3.11
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  PY_VERSION=$("$PY" -c 'import platform; print(platform.python_version())' 2>/dev/null) ||
+    PY_VERSION="not a working python"
+  die "cellseg needs Python 3.11 or newer, but $PY is $PY_VERSION: run with" \
+    "PYTHON=/path/to/python3.11 bash scripts/setup.sh"
+fi
+
+TORCH_REQ=$(grep '^torch==' requirements.txt)
+# PyTorch's index of CPU-only wheels (no CUDA libraries: ~200 MB instead of several GB)
+TORCH_CPU_INDEX=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
+
+# "yes" when nvidia-smi lists a GPU: what decides the torch build when none is installed yet
+gpu_visible() {
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    echo yes
+  else
+    echo no
+  fi
+}
 
 # One python call for everything the mmcv build depends on: torch's version, the CUDA it was
 # built with ("none" for a CPU build), the compute capabilities of the visible GPUs and the C++
@@ -138,6 +163,8 @@ decide_mmcv() {
   MMCV_PIP_ARGS=(--no-build-isolation)
   if [ "$TORCH_CUDA" = none ]; then
     decide_mmcv_cpu
+  elif [ "$GPU_CAPS" = none ] && [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    decide_mmcv_cpu_ops_for_cuda_torch
   else
     decide_mmcv_cuda
   fi
@@ -162,6 +189,21 @@ decide_mmcv_cpu() {
   fi
 }
 
+# A CUDA torch and no GPU to compile for (a laptop or CPU server given PyPI's default Linux
+# wheel): mmcv's CPU ops, as for a CPU torch. mmcv's setup.py compiles its CUDA ops only when
+# torch sees a GPU or FORCE_CUDA=1, so FORCE_CUDA=0 keeps a user's exported one from asking
+# for them. pip must compile it against this torch: a wheel in its cache or a find-links folder
+# was built against another one.
+decide_mmcv_cpu_ops_for_cuda_torch() {
+  MMCV_ENV+=(FORCE_CUDA=0)
+  MMCV_PIP_ARGS+=(--no-cache-dir --no-binary mmcv)
+  echo "setup: torch $TORCH has CUDA $TORCH_CUDA but no GPU is visible: mmcv 2.1.0 is built" \
+    "with CPU ops only (about 22 minutes on 2 cores), and cellseg runs on the CPU. Once a GPU" \
+    "is there, rebuild it with CUDA ops: rm $STAMP && bash scripts/setup.sh (or build the CUDA" \
+    "ops now, without a GPU: rm $STAMP && TORCH_CUDA_ARCH_LIST=\"9.0\" bash scripts/setup.sh," \
+    "with your GPUs' compute capabilities; docs/gpu.md)"
+}
+
 decide_mmcv_cuda() {
   find_nvcc
   NVCC_CUDA=$(nvcc_release "$NVCC")
@@ -175,16 +217,7 @@ decide_mmcv_cuda() {
       "toolkit and put its bin/ first on PATH (or set CUDA_HOME to it), or use a torch built" \
       "for CUDA $NVCC_CUDA"
   fi
-  if [ -n "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-    ARCH_LIST=$TORCH_CUDA_ARCH_LIST
-  elif [ "$GPU_CAPS" != none ]; then
-    ARCH_LIST=$GPU_CAPS
-  else
-    die "torch $TORCH has CUDA $TORCH_CUDA but no GPU is visible, so which GPUs to compile" \
-      "mmcv's CUDA ops for is unknown: set TORCH_CUDA_ARCH_LIST to their compute capabilities," \
-      "e.g. TORCH_CUDA_ARCH_LIST=\"9.0\" bash scripts/setup.sh for H100/H200" \
-      "(A100: 8.0, A10/RTX 30xx: 8.6, L4/L40/RTX 40xx: 8.9; several: \"8.0;9.0\")"
-  fi
+  ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$GPU_CAPS}  # one of the two is set (decide_mmcv)
   check_arch_supported "$ARCH_LIST"
   # named explicitly, so that the build compiles with the nvcc checked here
   local cuda_home=${CUDA_HOME:-}
@@ -197,7 +230,8 @@ decide_mmcv_cuda() {
   # pip must compile this one: a wheel it cached from an earlier CPU build, or one in a
   # find-links folder (../shared/wheels, the machine's pip config), has no CUDA ops
   MMCV_PIP_ARGS+=(--no-cache-dir --no-binary mmcv)
-  # ...and a CPU-only mmcv already in the venv satisfies "mmcv==2.1.0", so pip would keep it
+  # ...and a CPU-only mmcv already in the venv (built before a GPU was there) satisfies
+  # "mmcv==2.1.0", so pip would keep it
   if [ "$("$VENV/bin/python" -c 'from mmcv.ops import get_compiling_cuda_version as v; print(v())' \
     2>/dev/null)" = "not available" ]; then
     MMCV_PIP_ARGS+=(--force-reinstall --no-deps)
@@ -340,8 +374,14 @@ if [ "$DRY_RUN" = 1 ]; then
   if [ -n "$TORCH_PY" ]; then
     print_mmcv_plan
   else
-    echo "setup: would install $(grep '^torch==' requirements.txt) into $VENV, then decide" \
-      "the mmcv build from that torch"
+    if [ "$(gpu_visible)" = yes ]; then
+      echo "setup: would install $TORCH_REQ (the index's default build: a GPU is visible) into" \
+        "$VENV, then decide the mmcv build from that torch"
+    else
+      echo "setup: would install $TORCH_REQ, the CPU build (no GPU is visible), from" \
+        "$TORCH_CPU_INDEX (else from the configured index) into $VENV, then decide the mmcv" \
+        "build from that torch"
+    fi
   fi
   exit 0
 fi
@@ -361,7 +401,14 @@ pip() { "$VENV/bin/python" -m pip "$@"; }
 pip install -q --upgrade pip
 pip install -q "$(grep '^setuptools==' requirements.txt)" wheel ninja
 if [ "$KEEP_TORCH" = 0 ]; then
-  pip install -q "$(grep '^torch==' requirements.txt)"
+  if [ "$(gpu_visible)" = yes ]; then
+    pip install -q "$TORCH_REQ"
+  elif pip install -q --retries 1 --timeout 30 --index-url "$TORCH_CPU_INDEX" "$TORCH_REQ"; then
+    echo "setup: installed the CPU build of $TORCH_REQ from $TORCH_CPU_INDEX (no GPU is visible)"
+  else
+    echo "setup: $TORCH_CPU_INDEX is not reachable: $TORCH_REQ from the configured index"
+    pip install -q "$TORCH_REQ"
+  fi
   decide_mmcv "$VENV/bin/python"
 fi
 

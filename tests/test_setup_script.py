@@ -76,6 +76,7 @@ FAKE_VENV_PYTHON = '''\
 #!/bin/sh
 if [ "$1" = -m ] && [ "$2" = pip ]; then
   echo "$*{logged_env}" >> {log}
+  case "$*" in *"${{FAKE_PIP_FAIL:-@none@}}"*) echo "ERROR: unreachable" >&2; exit 1 ;; esac
   if [ "$3" = download ] && [ -n "${{FAKE_SDIST:-}}" ]; then  # the sdist into the -d folder
     while [ "$1" != -d ]; do shift; done
     {cp} "$FAKE_SDIST" "$2"
@@ -300,7 +301,10 @@ def test_full_cpu_run_installs_in_order_with_the_cached_wheel(box: Sandbox) -> N
     r = box.run(False).ok()
     pip_installs = [c.split(' | ')[0] for c in r.calls if c.startswith('-m pip install')]
     assert pip_installs[1] == '-m pip install -q setuptools==80.8.0 wheel ninja'
-    assert pip_installs[2] == '-m pip install -q torch==2.13.0'
+    # no GPU visible: the CPU build, from PyTorch's CPU index
+    assert pip_installs[2] == ('-m pip install -q --retries 1 --timeout 30 --index-url '
+                               'https://download.pytorch.org/whl/cpu torch==2.13.0')
+    assert len(pip_installs) == 6  # pip, build tools, torch, mmcv, the rest, cellseg
     args, env = r.mmcv_pip_call()
     assert args == '-m pip install --no-build-isolation mmcv==2.1.0'
     assert env['PIP_FIND_LINKS'] == str(wheels) and env['MMCV_WITH_OPS'] == '1'
@@ -362,12 +366,68 @@ def test_nvcc_of_another_major_version_is_an_error_naming_both(box: Sandbox) -> 
     assert 'CUDA 13.0' in err and 'CUDA 12.4' in err and 'nvcc' in err
 
 
-def test_no_gpu_and_no_arch_list_is_an_error_saying_to_set_it(box: Sandbox) -> None:
-    box.torch('2.6.0+cu124', cuda='12.4', caps=[])
-    box.nvcc('12.4')
-    err = box.run().failed()
-    assert 'no GPU is visible' in err
-    assert 'set TORCH_CUDA_ARCH_LIST' in err and 'TORCH_CUDA_ARCH_LIST="9.0"' in err
+# --- a CUDA torch without a GPU (PyPI's Linux wheel on a laptop or CPU server) ---------------
+
+@pytest.mark.parametrize('nvcc', [None, '13.0', '12.8'], ids=['no-nvcc', 'other-nvcc', 'nvcc'])
+def test_cuda_torch_without_a_gpu_builds_mmcv_s_cpu_ops_and_says_so(box: Sandbox,
+                                                                    nvcc: str | None) -> None:
+    box.torch('2.13.0', cuda='12.8', caps=[])  # as `pip install torch==2.13.0` gets it
+    if nvcc:
+        box.nvcc(nvcc)  # neither a missing nor a mismatched nvcc stops a CPU build
+    box.shared_wheels()  # built against 2.13.0+cpu: not for this torch
+    r = box.run().ok()
+    assert r.build_env == {'MMCV_WITH_OPS': '1', 'MAX_JOBS': r.build_env['MAX_JOBS'],
+                           'FORCE_CUDA': '0'}
+    assert r.install.endswith('-m pip install --no-build-isolation --no-cache-dir --no-binary '
+                              'mmcv mmcv==2.1.0')
+    assert 'torch 2.13.0 has CUDA 12.8 but no GPU is visible: mmcv 2.1.0 is built with CPU ops' \
+        in r.out
+    assert 'Once a GPU is there, rebuild it with CUDA ops: rm .venv/.cellseg-installed && bash ' \
+        'scripts/setup.sh' in r.out
+
+
+def test_full_run_of_a_cuda_torch_without_a_gpu_installs_cpu_ops(box: Sandbox) -> None:
+    box.torch('2.13.0', cuda='12.8', caps=[])
+    r = box.run(False).ok()
+    args, env = r.mmcv_pip_call()
+    assert args == '-m pip install --no-build-isolation --no-cache-dir --no-binary mmcv mmcv==2.1.0'
+    assert env['FORCE_CUDA'] == '0' and env['TORCH_CUDA_ARCH_LIST'] == ''
+    assert 'gpu-check' not in r.calls
+    assert (box.repo / '.venv' / '.cellseg-installed').exists()
+
+
+# --- no torch yet: which build to install -----------------------------------------------------
+
+def test_no_torch_and_no_gpu_falls_back_to_the_configured_index(box: Sandbox) -> None:
+    box.torch('2.13.0+cpu', in_venv=True)
+    r = box.run(False, FAKE_PIP_FAIL='--index-url').ok()
+    torch_calls = [c.split(' | ')[0] for c in r.calls if 'torch==' in c]
+    assert torch_calls == ['-m pip install -q --retries 1 --timeout 30 --index-url '
+                           'https://download.pytorch.org/whl/cpu torch==2.13.0',
+                           '-m pip install -q torch==2.13.0']
+    assert 'https://download.pytorch.org/whl/cpu is not reachable' in r.out
+
+
+def test_no_torch_and_a_gpu_takes_the_index_s_default_build(box: Sandbox) -> None:
+    box._script(box.bin / 'nvidia-smi', '#!/bin/sh\necho "GPU 0: NVIDIA H200 (UUID: GPU-1)"\n')
+    assert 'the index\'s default build: a GPU is visible' in box.run().out
+    box.torch('2.13.0+cpu', in_venv=True)
+    r = box.run(False).ok()
+    assert [c.split(' | ')[0] for c in r.calls if 'torch==' in c] == [
+        '-m pip install -q torch==2.13.0']
+
+
+def test_dry_run_without_torch_and_gpu_names_the_cpu_index(box: Sandbox) -> None:
+    out = box.run().out
+    assert 'the CPU build (no GPU is visible), from https://download.pytorch.org/whl/cpu' in out
+
+
+def test_python_older_than_3_11_is_refused_naming_it(box: Sandbox) -> None:
+    old = box._script(box.root / 'python3.10', '#!/bin/sh\ncase "$*" in\n'
+                      '  *version_info*) exit 1 ;;\n  *python_version*) echo 3.10.12 ;;\nesac\n')
+    r = box.run(PYTHON=str(old))
+    assert r.rc == 1 and r.calls == []
+    assert 'cellseg needs Python 3.11 or newer, but' in r.err and 'is 3.10.12' in r.err
 
 
 def test_cuda_home_names_the_nvcc_whatever_path_holds(box: Sandbox) -> None:
