@@ -31,7 +31,11 @@ def changed_keys(child: str, parent: str) -> set[str]:
 
 
 def test_cell_r50_is_the_recipe() -> None:
-    cfg = Config.fromfile(CONFIGS / 'cell_r50_scratch.py')
+    """The study's recipe, fine-tuned from mmdet's COCO Mask R-CNN R50-FPN with mmdet's settings
+    for pretrained weights."""
+    import mmdet
+
+    cfg = Config.fromfile(CONFIGS / 'cell_r50.py')
     assert cfg.model.type == 'MaskRCNN' and cfg.model.backbone.type == 'ResNet'
     assert cfg.model.backbone.depth == 50 and cfg.model.neck.type == 'FPN'
     # the classes are the data's: no head names a count until tools/train.py sizes them
@@ -43,8 +47,13 @@ def test_cell_r50_is_the_recipe() -> None:
     assert cfg.model.roi_head.bbox_head.num_classes == 4
     assert cfg.model.roi_head.mask_head.num_classes == 4
     assert cfg.train_dataloader.dataset.metainfo.classes == CLASS_NAMES
-    assert cfg.model.backbone.init_cfg is None  # nothing is downloaded
-    assert cfg.model.backbone.frozen_stages == -1 and cfg.model.backbone.norm_eval is False
+    assert cfg.load_from.startswith('https://download.openmmlab.com/mmdetection/v2.0/mask_rcnn/')
+    assert cfg.load_from.endswith('/mask_rcnn_r50_fpn_1x_coco_20200205-d4b0c5d6.pth')
+    mmdet_base = Config.fromfile(
+        Path(mmdet.__file__).parent / '.mim/configs/_base_/models/mask-rcnn_r50_fpn.py')
+    for key in ('frozen_stages', 'norm_cfg', 'norm_eval'):  # stem and stage 1 frozen, BN kept
+        assert cfg.model.backbone[key] == mmdet_base.model.backbone[key], key
+    assert cfg.model.backbone.init_cfg is None  # load_from gives every backbone weight
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
     assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-4, weight_decay=1e-4)
     (sched,) = cfg.param_scheduler
@@ -60,15 +69,31 @@ def test_cell_r50_is_the_recipe() -> None:
                                          'cellseg.evaluation', 'cellseg.engine']
 
 
+def test_scratch_changes_only_the_weights_and_what_they_need() -> None:
+    """cell_r50_scratch: no weights, every stage and BN statistic trained; nothing else."""
+    assert changed_keys('cell_r50_scratch.py', 'cell_r50.py') == {
+        'load_from', 'model.backbone.frozen_stages', 'model.backbone.norm_eval'}
+    cfg = Config.fromfile(CONFIGS / 'cell_r50_scratch.py')
+    assert cfg.load_from is None and cfg.model.backbone.init_cfg is None
+    assert cfg.model.backbone.frozen_stages == -1 and cfg.model.backbone.norm_eval is False
+
+
 def test_x50_changes_only_the_backbone() -> None:
     assert changed_keys('cell_x50_scratch.py', 'cell_r50_scratch.py') == {
         'model.backbone.type', 'model.backbone.groups', 'model.backbone.base_width'}
+    # mmdet has no COCO Mask R-CNN X50: the fine-tuned one starts from ImageNet ResNeXt-50
+    assert changed_keys('cell_x50.py', 'cell_r50.py') == {
+        'load_from', 'model.backbone.type', 'model.backbone.groups', 'model.backbone.base_width',
+        'model.backbone.init_cfg.type', 'model.backbone.init_cfg.checkpoint',
+        'model.backbone.init_cfg'}
+    cfg = Config.fromfile(CONFIGS / 'cell_x50.py')
+    assert cfg.model.backbone.init_cfg.checkpoint == 'open-mmlab://resnext50_32x4d'
 
 
 @pytest.mark.parametrize('k', range(5))
 def test_fold_configs_change_only_their_annotation_files(k: int) -> None:
     child = Config.fromfile(CONFIGS / 'ablations' / f'cell_r50_fold{k}.py')
-    assert changed_keys(f'ablations/cell_r50_fold{k}.py', 'cell_r50_scratch.py') <= {
+    assert changed_keys(f'ablations/cell_r50_fold{k}.py', 'cell_r50.py') <= {
         'fold', 'train_dataloader.dataset.ann_file', 'val_dataloader.dataset.ann_file',
         'test_dataloader.dataset.ann_file', 'val_evaluator.ann_file', 'test_evaluator.ann_file'}
     assert child.train_dataloader.dataset.ann_file.endswith(f'fold{k}_train.json')
@@ -81,13 +106,13 @@ def test_full_data_trains_on_everything_without_validation() -> None:
     assert child.train_dataloader.dataset.ann_file.endswith('train_all.json')
     assert child.val_dataloader is None and child.val_cfg is None and child.val_evaluator is None
     assert child.default_hooks.checkpoint.save_best is None
-    changed = changed_keys('ablations/cell_r50_full.py', 'cell_r50_scratch.py')
+    changed = changed_keys('ablations/cell_r50_full.py', 'cell_r50.py')
     assert all(k.startswith(('val_', 'train_dataloader.dataset.ann_file', 'train_cfg.val_interval',
                              'default_hooks.checkpoint.save_best')) for k in changed), changed
 
 
 def test_aug_changes_only_the_training_pipeline() -> None:
-    changed = changed_keys('ablations/cell_r50_aug.py', 'cell_r50_scratch.py')
+    changed = changed_keys('ablations/cell_r50_aug.py', 'cell_r50.py')
     assert changed and all(k.startswith(('train_pipeline', 'train_dataloader.dataset.pipeline'))
                            for k in changed), changed
     pipeline = Config.fromfile(CONFIGS / 'ablations' / 'cell_r50_aug.py').train_pipeline
@@ -97,15 +122,18 @@ def test_aug_changes_only_the_training_pipeline() -> None:
 
 
 def test_imagenet_config_keeps_mmdets_backbone_norm_settings() -> None:
-    """cell_r50_imagenet says mmdet's defaults return: its frozen stages and BN settings are
-    those of mmdet's Mask R-CNN base (BN trainable, statistics frozen by norm_eval)."""
+    """cell_r50_imagenet keeps mmdet's settings for pretrained weights: its frozen stages and BN
+    settings are those of mmdet's Mask R-CNN base (BN trainable, statistics frozen by norm_eval),
+    and its backbone weights the ImageNet ones mmdet's base names."""
     import mmdet
 
     base = Path(mmdet.__file__).parent / '.mim/configs/_base_/models/mask-rcnn_r50_fpn.py'
-    mmdet_base = Config.fromfile(base).model.backbone  # the file cell_r50_scratch.py's _base_ names
-    backbone = Config.fromfile(CONFIGS / 'cell_r50_imagenet.py').model.backbone
-    for key in ('frozen_stages', 'norm_cfg', 'norm_eval'):
+    mmdet_base = Config.fromfile(base).model.backbone  # the file cell_r50.py's _base_ names
+    imagenet = Config.fromfile(CONFIGS / 'cell_r50_imagenet.py')
+    backbone = imagenet.model.backbone
+    for key in ('frozen_stages', 'norm_cfg', 'norm_eval', 'init_cfg'):
         assert backbone[key] == mmdet_base[key], key
+    assert imagenet.load_from is None
     assert mmdet_base.norm_cfg.requires_grad is True  # what the config's comment relies on
 
 
