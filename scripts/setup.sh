@@ -388,6 +388,14 @@ fi
 
 if [ "$KEEP_TORCH" = 1 ]; then
   "$PY" -m venv --system-site-packages "$VENV"
+  # --system-site-packages shows the base interpreter's packages, so a $PY that is itself a venv
+  # (or a conda env's python run through a venv) hides its torch: name torch's folder in a .pth
+  if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
+    TORCH_SITE=$("$PY" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
+    VENV_SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    echo "$TORCH_SITE" > "$VENV_SITE/cellseg-torch-site.pth"
+    echo "setup: $VENV sees the torch of $PY through $VENV_SITE/cellseg-torch-site.pth"
+  fi
   # a venv made earlier with its own (CPU) torch hides python3's: mmcv would be built for that one
   VENV_TORCH=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
   if [ "$VENV_TORCH" != "$TORCH" ]; then
