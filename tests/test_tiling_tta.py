@@ -152,6 +152,45 @@ def test_tiled_prediction_equals_untiled(monkeypatch: pytest.MonkeyPatch) -> Non
     np.testing.assert_allclose(np.sort(got.scores), np.sort(want.scores), rtol=1e-6)
 
 
+def test_a_tiled_image_keeps_more_cells_than_any_cap_and_says_where_a_cap_was_reached(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """90 cells, tiles capped at 12 detections: every cell the tiles found is kept (none cut to
+    the cap), and each tile that returned 12 is logged; a tile_cfg.max_per_img cut is logged
+    with its count."""
+    import cellseg.models.detectors.tiled_mask_rcnn as tiled
+
+    height, width, tile, cap = 300, 420, 160, 12
+
+    def capped_predict(self, batch_inputs, batch_data_samples, rescale=True):
+        for sample in fake_predict(self, batch_inputs, batch_data_samples, rescale):
+            best = sample.pred_instances.scores.argsort(descending=True)[:cap]
+            sample.pred_instances = sample.pred_instances[best]
+        return batch_data_samples
+
+    _, x = rendered(height, width, 90, seed=3)
+    monkeypatch.setattr(MaskRCNN, 'predict', capped_predict)
+    logged = []
+    monkeypatch.setattr(tiled, 'print_log', lambda msg, **kw: logged.append(msg))
+    model = tiny_model(cap, type='TiledMaskRCNN', tile_cfg=dict(size=tile, overlap=64))
+    (out,) = model.predict(x, [sample_of(height, width, x)])
+    per_tile = [Detections.from_instances(
+        capped_predict(None, x[:, :, y0:y1, x0:x1], [sample_of(y1 - y0, x1 - x0, x)])[0]
+        .pred_instances) for y0, x0, y1, x1 in tile_grid(height, width, tile, 64)]
+    full_tiles = sum(len(d) == cap for d in per_tile)
+    assert full_tiles >= 3
+    assert len(out.pred_instances) > 3 * cap  # far more than the cap: nothing cut to it
+    assert len(logged) == full_tiles
+    assert all('returned 12 detections, the most test_cfg.rcnn.max_per_img allows' in m
+               for m in logged)
+
+    logged.clear()
+    model.tile_cfg = TileConfig(size=tile, overlap=64, max_per_img=20)
+    (out,) = model.predict(x, [sample_of(height, width, x)])
+    assert len(out.pred_instances) == 20
+    (cut,) = [m for m in logged if 'tile_cfg.max_per_img' in m]
+    assert 'kept the 20 best of' in cut
+
+
 def test_small_images_are_predicted_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     _, x = rendered(100, 120, 10, seed=1)
     monkeypatch.setattr(MaskRCNN, 'predict', fake_predict)
@@ -167,7 +206,9 @@ def test_tiled_mask_rcnn_runs_the_real_model() -> None:
     with torch.no_grad():
         (out,) = model.predict(x, [sample_of(150, 200, x)])
     pred = out.pred_instances
-    assert 0 < len(pred) <= model.test_cfg.rcnn.max_per_img
+    # each tile is capped, the merged image is not
+    n_tiles = len(tile_grid(150, 200, 96, 32))
+    assert 0 < len(pred) <= n_tiles * model.test_cfg.rcnn.max_per_img
     assert all(r['size'] == [150, 200] for r in pred.masks)
     assert (pred.bboxes[:, 2] <= 200 + 1e-3).all() and (pred.bboxes[:, 3] <= 150 + 1e-3).all()
     assert (pred.scores[:-1] >= pred.scores[1:]).all()

@@ -22,9 +22,14 @@ Merging (``merge_tile_detections``), per image:
 
 A cell longer than the overlap is cut in every tile; it is then kept as its highest scoring
 piece. ``tools/anchor_stats.py`` prints the longest cell box of a data set.
+
+No cell is dropped without a word: the model's ``test_cfg.rcnn.max_per_img`` caps each tile (a
+tile returning that many is logged, naming the tile), and a tiled image keeps every merged
+detection unless ``tile_cfg.max_per_img`` says otherwise (then the cut is logged with its count).
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +40,7 @@ import torch.nn.functional as F
 from mmdet.models.detectors import MaskRCNN
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample, SampleList
+from mmengine.logging import print_log
 from torch import Tensor
 
 from cellseg.structures.mask_crops import (
@@ -122,7 +128,10 @@ def merge_tile_detections(tiles: Sequence[tuple[int, int, int, int]],
         kept.append(int(i))
     index = np.asarray(keep + kept, np.int64)
     index = index[np.argsort(-dets.scores[index], kind='stable')]
-    if max_per_img is not None:
+    if max_per_img is not None and len(index) > max_per_img:
+        print_log(f'tiled image of {height}x{width} px: kept the {max_per_img} best of '
+                  f'{len(index)} merged detections (tile_cfg.max_per_img); '
+                  f'{len(index) - max_per_img} cut', logger='current', level=logging.WARNING)
         index = index[:max_per_img]
     return dets.select(index)
 
@@ -137,6 +146,9 @@ class TileConfig:
     - border_margin: a detection this close to an inner tile border counts as cut.
     - merge_thr: mask intersection over the smaller mask making two detections one cell.
     - batch_size: tiles per forward pass.
+    - max_per_img: detections kept per tiled image after merging; None keeps every one (a large
+      image holds thousands of cells, and each tile is already capped by the model's
+      ``test_cfg.rcnn.max_per_img``).
     """
 
     size: int
@@ -144,6 +156,7 @@ class TileConfig:
     border_margin: int = 2
     merge_thr: float = 0.5
     batch_size: int = 4
+    max_per_img: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.overlap < self.size:
@@ -160,12 +173,14 @@ class TileConfig:
 
 def tiled_predict(predict_tiles, image: Tensor, height: int, width: int, cfg: TileConfig,
                   pad_divisor: int = 1, pad_value: float = 0,
-                  max_per_img: int | None = None) -> Detections:
+                  tile_cap: int | None = None) -> Detections:
     """Predict one preprocessed image (C, >=H, >=W) tile by tile and merge.
 
     ``predict_tiles(inputs, data_samples)`` predicts a batch of tiles (N, C, h, w) whose samples
     carry ``img_shape``/``ori_shape`` = the tile's size and ``scale_factor`` 1, and returns
     samples with ``pred_instances`` in tile coordinates (masks as a tensor or RLEs).
+    ``tile_cap``: the most detections ``predict_tiles`` returns for a tile; a tile returning
+    that many may have lost cells, which is logged.
     """
     tiles = tile_grid(height, width, cfg.size, cfg.overlap)
     per_tile: list[Detections] = []
@@ -183,10 +198,19 @@ def tiled_predict(predict_tiles, image: Tensor, height: int, width: int, cfg: Ti
             samples.append(DetDataSample(metainfo=dict(
                 img_shape=shape, ori_shape=shape, scale_factor=(1.0, 1.0),
                 batch_input_shape=(ph, pw), pad_shape=(ph, pw), tile=(y0, x0, y1, x1))))
-        for (y0, x0, _, _), sample in zip(batch, predict_tiles(torch.stack(inputs), samples)):
+        for (y0, x0, y1, x1), sample in zip(batch,
+                                            predict_tiles(torch.stack(inputs), samples)):
             per_tile.append(Detections.from_instances(sample.pred_instances, y0, x0))
+            if tile_cap is not None and len(per_tile[-1]) >= tile_cap:
+                _warn_capped(f'the tile at rows {y0}:{y1}, columns {x0}:{x1}', tile_cap)
     return merge_tile_detections(tiles, per_tile, height, width, cfg.border_margin,
-                                 cfg.merge_thr, max_per_img)
+                                 cfg.merge_thr, cfg.max_per_img)
+
+
+def _warn_capped(what: str, cap: int) -> None:
+    print_log(f'{what} returned {cap} detections, the most test_cfg.rcnn.max_per_img allows: '
+              'cells there may be missing (raise model.test_cfg.rcnn.max_per_img)',
+              logger='current', level=logging.WARNING)
 
 
 @MODELS.register_module()
@@ -203,8 +227,9 @@ class TiledMaskRCNN(MaskRCNN):
     (N, H, W) tensor). Tiled images get ``pred_instances.masks`` as a list of COCO RLEs
     (pycocotools' compressed dicts, what mmdet's ``encode_mask_results`` makes): an (N, H, W)
     array of a large image is what tiling avoids. ``CocoMetric`` and the submission writer take
-    either form; ``cellseg.structures.mask_crops.crops_from_masks`` reads both. Detections per image
-    are capped at ``test_cfg.rcnn.max_per_img`` after merging.
+    either form; ``cellseg.structures.mask_crops.crops_from_masks`` reads both. Each tile, and each
+    image predicted whole, is capped at ``test_cfg.rcnn.max_per_img`` (logged when reached); a
+    tiled image keeps every merged detection unless ``tile_cfg.max_per_img`` is set.
     """
 
     def __init__(self, *args, tile_cfg: dict | None = None, **kwargs) -> None:
@@ -218,8 +243,13 @@ class TiledMaskRCNN(MaskRCNN):
         size = self.tile_cfg.size
         big = [max(s.img_shape[:2]) > size for s in batch_data_samples]
         whole = [i for i, b in enumerate(big) if not b]
+        cap = self.test_cfg.rcnn.get('max_per_img')
         if whole:
             super().predict(batch_inputs[whole], [batch_data_samples[i] for i in whole], rescale)
+            for i in whole:
+                if cap is not None and len(batch_data_samples[i].pred_instances) >= cap:
+                    h, w = batch_data_samples[i].img_shape[:2]
+                    _warn_capped(f'an image of {h}x{w} px predicted whole', cap)
         preprocessor = self.data_preprocessor
         for i in (i for i, b in enumerate(big) if b):
             sample = batch_data_samples[i]
@@ -228,8 +258,7 @@ class TiledMaskRCNN(MaskRCNN):
                 lambda x, s: super(TiledMaskRCNN, self).predict(x, s, rescale=False),
                 batch_inputs[i], h, w, self.tile_cfg,
                 getattr(preprocessor, 'pad_size_divisor', 1),
-                getattr(preprocessor, 'pad_value', 0),
-                self.test_cfg.rcnn.get('max_per_img'))
+                getattr(preprocessor, 'pad_value', 0), cap)
             if rescale:
                 h, w = sample.ori_shape[:2]
                 dets = rescale_detections(dets, sample.get('scale_factor', (1.0, 1.0)), h, w)
