@@ -48,6 +48,7 @@ from cellseg.evaluation.metrics.cell_coco_metric import average_precision
 from cellseg.formats.hw3 import TEST_DIR, read_image
 from cellseg.structures.label_images import class_map, crops_of_rles, paint_labels
 from cellseg.utils.fileio import atomic_write_bytes
+from cellseg.utils.spreadsheet import spreadsheet_safe
 from cellseg.visualization.visualize import (
     Color,
     draw_instances,
@@ -218,11 +219,15 @@ def nuclei_markdown(summary: dict[str, float], rows: Sequence[dict], score_thr: 
 
 
 def _csv(rows: Sequence[dict], columns: Sequence[str]) -> bytes:
+    """The CSV of ``rows``; class names and file names are made spreadsheet-safe (a name
+    starting with ``=`` is not run as a formula), numbers are written as numbers."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator='\n')
-    writer.writeheader()
+    writer.writerow({c: spreadsheet_safe(c) for c in columns})  # the header: class names
     for r in rows:
-        writer.writerow({k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items()})
+        # the rule sees the values, not their formatted text: -0.5 stays a number
+        writer.writerow({k: (_fmt(v) if isinstance(v, float) else spreadsheet_safe(v))
+                         for k, v in r.items()})
     return buf.getvalue().encode()
 
 
