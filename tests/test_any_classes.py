@@ -112,7 +112,7 @@ def test_results_csv_and_geojson_use_the_data_s_classes(trained: tuple[int, Path
 
     out = tmp_path / 'predict'
     # in this process, as tools/predict.py calls it: one interpreter start less
-    model = load_model(TINY, checkpoint, 'cpu', score_thr=0.0)
+    model = load_model(checkpoint, TINY, 'cpu', score_thr=0.0)
     assert model.roi_head.bbox_head.num_classes == k
     predict_files(model, collect_images([root / hw3.TEST_DIR]), out, 0.0, progress=False)
     with open(out / 'instances.csv', newline='') as f:

@@ -91,7 +91,7 @@ def test_label_image_is_the_masks_with_higher_scores_on_top(tiny_root: Path, che
     decreasing score, and id k's pixels are its mask minus every higher-score mask."""
     from cellseg.apis.predict import load_model, predict_files, predict_image
 
-    model = load_model(TINY, checkpoint, 'cpu', score_thr=0.0)
+    model = load_model(checkpoint, TINY, 'cpu', score_thr=0.0)
     paths = input_images(tiny_root)[:3]
     predict_files(model, paths, tmp_path, score_thr=0.0, progress=False)
     rows = read_csv(tmp_path / 'instances.csv')
@@ -164,7 +164,7 @@ def test_tiled_model_masks_as_rles_are_read_too(tiny_root: Path, checkpoint: Pat
     from cellseg.structures.label_images import paint_labels
 
     tile = dict(size=64, overlap=24, border_margin=2, merge_thr=0.5, batch_size=4)
-    model = load_model(TINY, checkpoint, 'cpu', score_thr=0.0,
+    model = load_model(checkpoint, TINY, 'cpu', score_thr=0.0,
                        cfg_options={'model.type': 'TiledMaskRCNN', 'model.tile_cfg': tile,
                                     'model.test_cfg.rcnn.max_per_img': 20})
     path = max(input_images(tiny_root), key=lambda p: read_image(p).size)

@@ -1,17 +1,21 @@
-"""Predict any images with a trained model: label TIFFs, class maps, overlays and a CSV.
+"""Predict any images with a trained model: label TIFFs, class maps, overlays, GeoJSON and a CSV.
 
-    python tools/predict.py CONFIG CHECKPOINT INPUT... --out-dir DIR [--score-thr 0.5]
-        [--device cpu|cuda:0] [--cfg-options key=value ...]
+    python tools/predict.py CHECKPOINT INPUT... --out-dir DIR [--score-thr 0.5]
+        [--config CONFIG] [--device cpu|cuda:0] [--cfg-options key=value ...] [--overwrite]
 
-INPUT: image files (TIFF, PNG, JPEG; any size), folders of them, or glob patterns (quote them;
-`**` recurses). Per image DIR gets <stem>_labels.tif (instance ids, uint16/uint32),
-<stem>_classes.tif (0 background, 1..4) and <stem>_overlay.png; DIR/instances.csv lists every
-instance. The rules (overlaps, ids, measurements) are in cellseg/apis/predict.py.
+The model's config is the one saved in the checkpoint (--config names another; the older form
+`predict.py CONFIG CHECKPOINT INPUT...` works too). INPUT: image files (TIFF, PNG, JPEG; any
+size), folders of them, or glob patterns (quote them; `**` recurses). Per image DIR gets
+<stem>_labels.tif (instance ids, uint16/uint32), <stem>_classes.tif (0 background, 1..K),
+<stem>_overlay.png and <stem>.geojson; DIR/instances.csv lists every instance. An image that
+fails is reported (DIR/failed.csv) and the others go on; a rerun into the same DIR skips the
+images already done. The rules are in cellseg/apis/predict.py.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -20,22 +24,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mmengine.config import DictAction  # noqa: E402
 
 from cellseg.apis.cli import run_tool  # noqa: E402
-from cellseg.apis.predict import collect_images, load_model, predict_files  # noqa: E402
+from cellseg.apis.predict import (  # noqa: E402
+    check_images,
+    collect_images,
+    load_model,
+    predict_files,
+    prepare_output_dir,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
-    parser.add_argument('config', help='config file the checkpoint was trained with')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('checkpoint', help='checkpoint file (its training config is used)')
     parser.add_argument('inputs', nargs='+', metavar='INPUT',
                         help='image files, folders of images or glob patterns')
     parser.add_argument('--out-dir', required=True, help='where the outputs go')
+    parser.add_argument('--config', help="a config file instead of the checkpoint's own")
     parser.add_argument('--score-thr', type=float, default=0.5,
                         help='keep detections scoring at least this (default 0.5)')
     parser.add_argument('--device', help='cpu or cuda:0 (default: cuda:0 when available)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (e.g. model.tile_cfg=None)')
-    return parser.parse_args(argv)
+    parser.add_argument('--overwrite', action='store_true', help='replace the outputs of '
+                        'another prediction in --out-dir (otherwise refused)')
+    args = parser.parse_args(argv)
+    if args.checkpoint.endswith('.py') and args.config is None:  # CONFIG CHECKPOINT INPUT...
+        args.config, args.checkpoint = args.checkpoint, args.inputs.pop(0)
+        if not args.inputs:
+            parser.error('the following arguments are required: INPUT')
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,14 +61,26 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.score_thr <= 1.0:
         print(f'error: --score-thr must be in [0, 1], got {args.score_thr}', file=sys.stderr)
         return 2
-    paths = collect_images(args.inputs)  # all inputs checked before the model loads
-    model = load_model(args.config, args.checkpoint, args.device, args.score_thr,
+    # everything that can be checked before the model loads: inputs, output folder
+    paths, unreadable = check_images(collect_images(args.inputs))
+    for _, problem in unreadable:
+        print(f'error: {problem} (skipped)', file=sys.stderr)
+    run = dict(checkpoint=os.path.abspath(args.checkpoint), score_thr=args.score_thr,
+               config=os.path.abspath(args.config) if args.config else None,
+               cfg_options=str(args.cfg_options or ''))
+    prepare_output_dir(args.out_dir, run, args.overwrite)
+    model = load_model(args.checkpoint, args.config, args.device, args.score_thr,
                        args.cfg_options)
-    s = predict_files(model, paths, args.out_dir, args.score_thr)
-    print(f'{s.images} images, {s.instances} instances scoring >= {args.score_thr} ('
+    s = predict_files(model, paths, args.out_dir, args.score_thr, failed=unreadable)
+    print(f'{s.images} images predicted' + (f', {s.skipped} done earlier' if s.skipped else '')
+          + f'; {s.instances} instances scoring >= {args.score_thr} ('
           + ', '.join(f'{k} {v}' for k, v in s.per_class.items()) + f') in {s.seconds:.1f} s')
     print(f'wrote <stem>_labels.tif, _classes.tif, _overlay.png, <stem>.geojson and {s.csv.name} '
           f'to {args.out_dir}')
+    if s.failed:
+        print(f'error: {len(s.failed)} of {len(paths) + len(unreadable)} images failed, listed in '
+              f'{Path(args.out_dir) / "failed.csv"}', file=sys.stderr)
+        return 1
     return 0
 
 

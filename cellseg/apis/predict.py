@@ -9,7 +9,16 @@ inputs share a stem, as ``train/<name>/image.tif`` do)::
     <stem>.geojson       QuPath objects: one detection per instance, its outline as a polygon
                          in pixel coordinates, class name and colour, score and area
 
-and for the whole run ``instances.csv``, one row per instance (``CSV_COLUMNS``).
+and for the whole run ``instances.csv``, one row per instance (``CSV_COLUMNS``), plus
+``failed.csv`` (image, error) when some images could not be predicted.
+
+Nothing finished is lost. Each image's rows are appended to ``instances.csv`` as the image
+finishes (flushed to disk) and kept in ``.cellseg_predict/rows/<stem>.csv``, written after the
+image's other files; a rerun of the same run (same checkpoint, threshold and options, recorded
+in ``.cellseg_predict/run.json``) skips the images whose rows exist and ends with the
+``instances.csv`` an uninterrupted run writes. An output folder holding another run's outputs
+is refused unless ``overwrite`` clears them first. An image that cannot be read or predicted is
+reported and the run goes on with the others.
 
 Label image rules. Mask R-CNN masks of neighbouring cells may overlap; a label image cannot, so
 the higher score wins the pixel (instances are painted in increasing score order). An instance
@@ -20,15 +29,20 @@ overlapping raw masks: box = (x, y, w, h) of the pixel extent (COCO convention),
 pixel column and row (pixel centres at integer coordinates).
 
 Images are read with ``cellseg.formats.hw3.read_image`` (the training rules: alpha dropped, grey
-replicated, 16-bit rescaled) and predicted whole by ``mmdet.apis.inference_detector``; a config
-with ``TiledMaskRCNN`` (``cellseg.structures.mask_crops``) tiles large images with no change here.
+replicated, 16-bit rescaled) and predicted by ``mmdet.apis.inference_detector``; a config with
+``TiledMaskRCNN`` (``cellseg.models.detectors.tiled_mask_rcnn``) tiles large images with no
+change here. The model and its config come from the checkpoint (``cellseg.apis.saved_config``).
 """
 from __future__ import annotations
 
 import csv
 import glob
 import io
+import json
 import os
+import shutil
+import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -40,7 +54,9 @@ import tifffile
 import torch
 from scipy import ndimage
 
-from cellseg.apis.config_helpers import checkpoint_classes, set_classes
+from cellseg.apis.config_helpers import set_classes
+from cellseg.apis.saved_config import config_from_checkpoint
+from cellseg.engine.checkpoint_loader import read_checkpoint
 from cellseg.formats.hw3 import TIFF_SUFFIXES, HW3FormatError, read_image, tiff_shape
 from cellseg.formats.qupath_geojson import geojson_bytes, instances_to_geojson
 from cellseg.structures.label_images import class_map, paint_labels
@@ -49,11 +65,12 @@ from cellseg.visualization.visualize import overlay_instances, palette_for, writ
 
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, '.png', '.jpg', '.jpeg')
 CSV_NAME = 'instances.csv'
+FAILED_NAME = 'failed.csv'
 CSV_COLUMNS = ('image', 'instance_id', 'class_id', 'class_name', 'score', 'area', 'bbox_x',
                'bbox_y', 'bbox_w', 'bbox_h', 'centroid_x', 'centroid_y')
-# a long run rewrites instances.csv at most this often (and at the end), so a killed run keeps
-# the rows of the images already written without rewriting a growing file after every image
-CSV_REWRITE_S = 30.0
+# what one image's outputs are named, after its stem
+OUTPUT_SUFFIXES = ('_labels.tif', '_classes.tif', '_overlay.png', '.geojson')
+STATE_DIR = '.cellseg_predict'
 _GLOB_CHARS = set('*?[')
 
 
@@ -68,7 +85,8 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
     glob patterns (``**`` recurses). Order is kept, duplicates dropped.
 
     Raises HW3FormatError naming the input for a missing path, a pattern or folder without
-    images, a file of another type, or an empty file (checked up front, before a long run).
+    images, or a file of another type (checked up front, before a long run). Whether each image
+    can be read is ``check_images``'s question.
     """
     found: dict[Path, None] = {}
     for item in inputs:
@@ -92,9 +110,24 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
             raise HW3FormatError(f'{path}: no such file or folder')
         for p in images:
             found.setdefault(p, None)
-    for p in found:
-        _check_readable(p)
     return list(found)
+
+
+def check_images(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Split ``paths`` into the images that look readable and ``(path, problem)`` for those
+    that do not (empty files, broken TIFF headers), before any prediction runs; the pixels are
+    checked when an image is read. Raises the first problem when no image is readable."""
+    good, bad = [], []
+    for p in paths:
+        try:
+            _check_readable(p)
+            good.append(p)
+        except (HW3FormatError, OSError) as e:
+            bad.append((p, str(e)))
+    if not good and bad:
+        raise HW3FormatError(bad[0][1] + (f' (and {len(bad) - 1} more unreadable)'
+                                          if len(bad) > 1 else ''))
+    return good, bad
 
 
 def _check_readable(path: Path) -> None:
@@ -122,34 +155,38 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
 
 # ---- the model ----------------------------------------------------------------------------------
 
-def load_model(config: str | os.PathLike, checkpoint: str | os.PathLike,
+def load_model(checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
                device: str | None = None, score_thr: float | None = None,
                cfg_options: dict | None = None) -> torch.nn.Module:
-    """The config's detector with the checkpoint's weights, ready for ``predict_image``.
+    """The detector of a checkpoint with its weights, ready for ``predict_image``.
 
-    The config's ``custom_imports`` (cellseg's modules, the checkpoint loader for torch >= 2.6)
-    are imported by ``Config.fromfile``; the heads are sized to the classes the checkpoint
-    remembers; ``cfg_options`` override config keys as
-    ``--cfg-options`` does. A ``score_thr`` below the config's ``test_cfg.rcnn.score_thr`` lowers
-    it, so the threshold asked for is the one applied.
+    The config is the one saved in the checkpoint (read as data, never run), or ``config`` when
+    given; its ``custom_imports`` (cellseg's modules) are imported. The heads are sized to the
+    classes the checkpoint remembers; ``cfg_options`` override config keys as ``--cfg-options``
+    does. ``score_thr`` becomes the model's ``test_cfg.rcnn.score_thr``: the box head drops
+    detections below it before the mask head runs, so no mask is computed for a detection the
+    output would drop (NMS and the top-k of the detections above it do not change).
     """
     from mmdet.apis import init_detector
     from mmengine.config import Config
 
-    for path, what in ((config, 'config'), (checkpoint, 'checkpoint')):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f'{path}: {what} file not found')
-    cfg = Config.fromfile(os.fspath(config))
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f'{checkpoint}: checkpoint file not found')
+    if config is not None and not Path(config).is_file():
+        raise FileNotFoundError(f'{config}: config file not found')
+    saved = read_checkpoint(checkpoint)  # kept for init_detector's load: read once
+    classes = ((saved.get('meta') or {}).get('dataset_meta') or {}).get('classes')
+    if not classes:
+        raise ValueError(f'{checkpoint}: the checkpoint does not say which classes it was '
+                         'trained on (meta.dataset_meta.classes)')
+    cfg = Config.fromfile(os.fspath(config)) if config else config_from_checkpoint(saved,
+                                                                                   checkpoint)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.model.backbone.init_cfg = None  # the checkpoint holds every weight; nothing to fetch
-    classes = checkpoint_classes(checkpoint)
-    if classes is None:
-        raise ValueError(f'{checkpoint}: the checkpoint does not say which classes it was '
-                         'trained on (meta.dataset_meta.classes)')
-    set_classes(cfg, classes)
+    set_classes(cfg, tuple(classes))
     rcnn = cfg.model.get('test_cfg', {}).get('rcnn')
-    if score_thr is not None and rcnn is not None and rcnn.get('score_thr', 0) > score_thr:
+    if score_thr is not None and rcnn is not None:
         rcnn.score_thr = score_thr
     device = device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
     return init_detector(cfg, os.fspath(checkpoint), device=device)
@@ -224,10 +261,11 @@ def encode_tiff(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def csv_bytes(rows: Sequence[dict]) -> bytes:
+def csv_bytes(rows: Sequence[dict], header: bool = True) -> bytes:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator='\n')
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue().encode()
 
@@ -270,32 +308,114 @@ def write_image_outputs(out_dir: str | Path, name: str, image: np.ndarray, crops
 
 @dataclass
 class PredictSummary:
-    images: int
-    instances: int
+    images: int  # predicted by this run
+    skipped: int  # done by an earlier run of the same prediction
+    failed: list[tuple[Path, str]]
+    instances: int  # rows of instances.csv, skipped images included
     csv: Path
     seconds: float
     per_class: dict[str, int]
 
 
+def _describe(run: dict) -> str:
+    return ', '.join(f'{k} {v}' for k, v in run.items())
+
+
+def _our_outputs(out_dir: Path) -> list[Path]:
+    found = [p for p in out_dir.iterdir() if p.is_file()
+             and (p.name in (CSV_NAME, FAILED_NAME) or p.name.endswith(OUTPUT_SUFFIXES))]
+    return found + ([out_dir / STATE_DIR] if (out_dir / STATE_DIR).exists() else [])
+
+
+def prepare_output_dir(out_dir: str | Path, run: dict, overwrite: bool = False) -> Path:
+    """Make ``out_dir`` ready for the prediction ``run`` (what identifies it: checkpoint,
+    threshold, options), before the model loads: it must be writable; it may hold an earlier
+    run of the same prediction (whose finished images are then skipped), but another run's
+    outputs only with ``overwrite``, which deletes them (instances.csv, failed.csv, the
+    per-image outputs and the run's state; nothing else).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=out_dir)  # PermissionError: refused
+    os.close(fd)
+    os.unlink(probe)
+    state = out_dir / STATE_DIR / 'run.json'
+    previous = json.loads(state.read_text()) if state.is_file() else None
+    existing = _our_outputs(out_dir)
+    if existing and previous != run:
+        if not overwrite:
+            what = (f'the outputs of another prediction ({_describe(previous)})' if previous
+                    else f'outputs of an earlier prediction ({existing[0].name}, ...)')
+            raise ValueError(f'{out_dir}: holds {what}; pass --overwrite to replace them, or '
+                             'choose another --out-dir')
+        for path in existing:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (out_dir / STATE_DIR / 'rows').mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(state, json.dumps(run, sort_keys=True).encode())
+    return out_dir
+
+
+def _append_durably(path: Path, data: bytes) -> None:
+    with open(path, 'ab') as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def predict_files(model: torch.nn.Module, paths: Sequence[Path], out_dir: str | Path,
-                  score_thr: float = 0.5, progress: bool = True) -> PredictSummary:
-    """Predict ``paths`` (from ``collect_images``) and write every output into ``out_dir``."""
+                  score_thr: float = 0.5, progress: bool = True,
+                  failed: Sequence[tuple[Path, str]] = ()) -> PredictSummary:
+    """Predict ``paths`` (from ``collect_images``) into ``out_dir`` (see ``prepare_output_dir``
+    for a folder that is not new), image by image: an image that fails is reported in
+    ``failed.csv`` (with those already ``failed``, e.g. by ``check_images``) and the others go
+    on; images an earlier run of the same prediction finished are skipped."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rows_dir = out_dir / STATE_DIR / 'rows'
+    rows_dir.mkdir(parents=True, exist_ok=True)
     class_names, palette = model_classes(model)
     csv_path = out_dir / CSV_NAME
-    rows: list[dict] = []
-    start = last_csv = time.perf_counter()
-    for path, name in tqdm(list(zip(paths, output_stems(paths))), desc='predict', unit='image',
-                           disable=not progress):
-        image, crops, labels, scores = predict_image(model, path, score_thr)
-        rows += write_image_outputs(out_dir, name, image, crops, labels, scores, class_names,
-                                    palette).rows
-        if time.perf_counter() - last_csv > CSV_REWRITE_S:
-            atomic_write_bytes(csv_path, csv_bytes(rows))
-            last_csv = time.perf_counter()
-    atomic_write_bytes(csv_path, csv_bytes(rows))
-    per_class = {n: sum(r['class_name'] == n for r in rows) for n in class_names}
-    return PredictSummary(len(paths), len(rows), csv_path, time.perf_counter() - start, per_class)
+    names = output_stems(paths)
+    done = {n for n in names if (rows_dir / f'{n}.csv').is_file()}
+    # the finished images' rows first, as the appends below continue from them
+    atomic_write_bytes(csv_path, csv_bytes([]) + b''.join(
+        (rows_dir / f'{n}.csv').read_bytes() for n in names if n in done))
+    failed = list(failed)
+    checked_out = len(failed)
+    start = time.perf_counter()
+    todo = [(p, n) for p, n in zip(paths, names, strict=True) if n not in done]
+    for path, name in tqdm(todo, desc='predict', unit='image', disable=not progress):
+        try:
+            image, crops, labels, scores = predict_image(model, path, score_thr)
+            rows = write_image_outputs(out_dir, name, image, crops, labels, scores, class_names,
+                                       palette).rows
+        except Exception as e:  # one bad image must not stop the others; reported below
+            if os.environ.get('CELLSEG_DEBUG', '') not in ('', '0'):
+                raise
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            failed.append((path, message if message.startswith(str(path)) else
+                           f'{path}: {message}'))
+            print(f'error: {failed[-1][1]}', file=sys.stderr)
+            continue
+        data = csv_bytes(rows, header=False)
+        atomic_write_bytes(rows_dir / f'{name}.csv', data)  # the image counts as done
+        _append_durably(csv_path, data)
+    # the same file an uninterrupted run writes: every finished image's rows in input order
+    atomic_write_bytes(csv_path, csv_bytes([]) + b''.join(
+        (rows_dir / f'{n}.csv').read_bytes() for n in names
+        if (rows_dir / f'{n}.csv').is_file()))
+    failed_path = out_dir / FAILED_NAME
+    if failed:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator='\n')
+        writer.writerow(('image', 'error'))
+        writer.writerows((os.fspath(p), m) for p, m in failed)
+        atomic_write_bytes(failed_path, buf.getvalue().encode())
+    elif failed_path.exists():
+        failed_path.unlink()
+    with open(csv_path, newline='') as f:
+        all_rows = list(csv.DictReader(f))
+    per_class = {n: sum(r['class_name'] == n for r in all_rows) for n in class_names}
+    return PredictSummary(len(todo) - len(failed) + checked_out, len(done), failed,
+                          len(all_rows), csv_path, time.perf_counter() - start, per_class)
