@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cellseg.apis.cli import run_tool  # noqa: E402
 from cellseg.formats.coco_conversion import convert  # noqa: E402
-from cellseg.formats.hw3 import HW3FormatError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,11 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seed', type=int, default=0, help='seed of the fold split')
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-    try:
-        s = convert(args.data_root, args.out_dir, args.folds, args.seed)
-    except (HW3FormatError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+    # a bad file, a fold count the images cannot take or an output folder that cannot be
+    # written: one line `error: <file>: <problem>` (run_tool), and no file written
+    s = convert(args.data_root, args.out_dir, args.folds, args.seed)
     if s['no_train']:
         print(f"no train/ in {args.data_root}: test images only ({s['test_images']}), "
               f"classes {', '.join(s['classes'])}")
@@ -47,4 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

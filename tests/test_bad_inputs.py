@@ -199,6 +199,121 @@ def test_bad_test_id_map_stops_conversion_naming_it(tiny_root: Path, tmp_path: P
         assert str(root / hw3.TEST_ID_MAP) in proc.stderr  # says where it is listed
 
 
+def test_identical_masks_in_two_class_files_stop_conversion_naming_both(
+        tiny_root: Path, tmp_path: Path) -> None:
+    """A class file copied over another (the same cells in two classes) would train each cell
+    as two overlapping instances of two classes."""
+    root = copy_root(tiny_root, tmp_path / 'data')
+    sample = train_dirs(root)[0]
+    class1, class2 = sample / 'class1.tif', sample / 'class2.tif'
+    labels = tifffile.imread(class1)
+    tifffile.imwrite(class2, labels)
+    n = len(np.unique(labels)) - 1
+    proc = run_convert(root)
+    assert_cli_error(proc, class2, f'{n} of its {n} instance masks are identical to masks of '
+                                   f'{class1}')
+    assert len(proc.stderr.splitlines()) == 1
+    assert not (root / 'annotations').exists()  # nothing written, no folder left
+
+
+def test_one_identical_mask_is_enough(tiny_root: Path, tmp_path: Path) -> None:
+    root = copy_root(tiny_root, tmp_path / 'data')
+    sample = train_dirs(root)[0]
+    class1, class3 = sample / 'class1.tif', sample / 'class3.tif'
+    labels = tifffile.imread(class1)
+    cell = labels == np.unique(labels)[1]  # one cell of class1, pasted into class3 as well
+    other = tifffile.imread(class3).astype(np.float64) if class3.is_file() else np.zeros(
+        cell.shape)
+    other[cell] = other.max() + 1
+    tifffile.imwrite(class3, other)
+    n = len(np.unique(other)) - 1
+    assert_cli_error(run_convert(root), class3,
+                     f'1 of its {n} instance masks are identical to masks of {class1}')
+
+
+def test_one_image_with_the_default_folds_names_the_option(tiny_root: Path,
+                                                           tmp_path: Path) -> None:
+    root = copy_root(tiny_root, tmp_path / 'data')
+    for extra in train_dirs(root)[1:]:
+        shutil.rmtree(extra)
+    out = tmp_path / 'annotations'
+    proc = run_tool(CONVERT, root, '--out-dir', out, ok=False, timeout=300)  # --folds 5
+    assert_cli_error(proc, root / 'train', '1 image cannot be split into 5 folds (--folds 5); '
+                                           'give --folds 0 for no folds')
+    assert not out.exists()  # no train_all.json, not even the folder
+    out.mkdir()
+    (out / 'train_all.json').write_text('{"earlier": 1}')
+    proc = run_tool(CONVERT, root, '--out-dir', out, '--folds', '3', ok=False, timeout=300)
+    assert_cli_error(proc, root / 'train', '--folds 3')
+    assert files_in(out) == ['train_all.json']  # the earlier file as it was
+    assert (out / 'train_all.json').read_text() == '{"earlier": 1}'
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def make_read_only(folder: Path) -> Callable[[], None]:
+    """Make ``folder`` refuse new files (chmod, or for root, which chmod does not stop, the
+    immutable attribute); returns the undo. Skips the test where neither works."""
+    folder.chmod(0o555)
+    probe = folder / '.probe'
+    try:
+        probe.touch()
+    except OSError:
+        return lambda: folder.chmod(0o755)
+    probe.unlink()
+    folder.chmod(0o755)
+    if subprocess.run(['chattr', '+i', str(folder)], capture_output=True).returncode:
+        pytest.skip('cannot make a folder read-only here (root without chattr +i)')
+    return lambda: subprocess.run(['chattr', '-i', str(folder)], check=True)
+
+
+def test_read_only_output_folder_is_one_line_and_nothing_is_written(tiny_root: Path,
+                                                                    tmp_path: Path) -> None:
+    root = copy_root(tiny_root, tmp_path / 'data')
+    out = tmp_path / 'annotations'
+    out.mkdir()
+    undo = make_read_only(out)
+    try:
+        proc = run_tool(CONVERT, root, '--out-dir', out, '--folds', '2', ok=False, timeout=300)
+    finally:
+        undo()
+    assert_cli_error(proc, out, 'cannot write there')
+    assert len(proc.stderr.splitlines()) == 1
+    assert files_in(out) == []
+    assert 'images' not in proc.stdout  # refused before the conversion, not after it
+
+
+def test_a_failed_write_leaves_the_earlier_files(tiny_root: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files of a run land together: the disk failing at the third of them leaves the
+    folder exactly as it was (no new train_all.json beside the old folds)."""
+    from cellseg.formats import coco_conversion
+
+    out = tmp_path / 'annotations'
+    convert(tiny_root, out, folds=2)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    root = copy_root(tiny_root, tmp_path / 'data')
+    shutil.rmtree(train_dirs(root)[0])  # another conversion: other bytes in every file
+    real = coco_conversion.atomic_write_bytes
+    calls = []
+
+    def failing_third(path, data):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, 'No space left on device')
+        return real(path, data)
+
+    monkeypatch.setattr(coco_conversion, 'atomic_write_bytes', failing_third)
+    with pytest.raises(OSError) as err:
+        convert(root, out, folds=2)
+    assert err.value.filename == str(out) and 'No space left' in err.value.strerror
+    assert 'nothing written' in err.value.strerror
+    assert len(calls) == 3
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no staging folder left
+
+
 # ---- conversion: documented skips ---------------------------------------------------------------
 
 def test_unlisted_test_file_is_skipped_with_a_warning(tiny_root: Path, tmp_path: Path) -> None:

@@ -1,13 +1,18 @@
 """COCO annotation files of an HW3 data root: all train images, K folds, the test image list."""
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from cellseg.formats import hw3
-from cellseg.utils.fileio import atomic_write_json
+from cellseg.utils.fileio import atomic_write_bytes
 
 
 def build_train_coco(data_root: str | Path) -> dict:
@@ -89,42 +94,126 @@ def build_test_coco(data_root: str | Path,
                 images=images, annotations=[], categories=hw3.categories(names))
 
 
+def writable_folder(folder: str | Path) -> list[Path]:
+    """Create ``folder`` if needed and check that files can be created in it, before any long
+    work; raises ``OSError`` naming the folder. Returns the folders it created, deepest first,
+    for ``remove_created`` when the work then fails."""
+    folder = Path(folder)
+    created = []
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    folder = Path(created[0]) if created else folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        remove_created(created)
+        raise OSError(e.errno, f'cannot write there ({e.strerror})', str(folder)) from None
+    return created
+
+
+def remove_created(folders: list[Path]) -> None:
+    """Remove the folders ``writable_folder`` created, where they are still empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def write_together(files: dict[Path, bytes]) -> list[Path]:
+    """Write every file or none (all in one folder): each is written completely (and fsynced)
+    into a hidden staging folder beside them first, and only when all are there are they moved
+    into place. A failure (a full disk, a folder made read-only) removes the staging folder and
+    leaves the folder as it was."""
+    folder = next(iter(files)).parent
+    stage = Path(tempfile.mkdtemp(prefix='.converting-', dir=folder))
+    try:
+        for path, data in files.items():
+            atomic_write_bytes(stage / path.name, data)
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise OSError(e.errno, f'cannot write there ({e.strerror}); nothing written',
+                      str(folder)) from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    for path in files:
+        os.replace(stage / path.name, path)
+    stage.rmdir()
+    return list(files)
+
+
+def _json_bytes(obj: dict) -> bytes:
+    return json.dumps(obj, separators=(',', ':')).encode()
+
+
+def check_folds(n_images: int, folds: int, train_dir: Path) -> None:
+    """A fold count the images can be split into (0: no folds), else an error naming
+    ``--folds``."""
+    if folds and not 2 <= folds <= n_images:
+        allowed = f'between 2 and {n_images}, or 0' if n_images >= 2 else '0'
+        raise hw3.HW3FormatError(
+            f'{train_dir}: {n_images} image{"" if n_images == 1 else "s"} cannot be split into '
+            f'{folds} folds (--folds {folds}); give --folds {allowed} for no folds')
+
+
 def convert(data_root: str | Path, out_dir: str | Path, folds: int = 5, seed: int = 0) -> dict:
     """Write ``train_all.json``, ``fold{k}_{train,val}.json`` and (if the id map exists)
     ``test.json`` to ``out_dir``; return a summary for printing. A data root without ``train/``
     but with the test id map (a checkpoint handed to someone with the test set only) gets
-    ``test.json`` alone."""
+    ``test.json`` alone.
+
+    Nothing is written unless the whole conversion succeeds: the fold count and the output
+    folder are checked first, every file is computed in memory, and the files land together
+    (``write_together``)."""
     start = time.perf_counter()
     data_root, out_dir = Path(data_root), Path(out_dir)
     has_test = (data_root / hw3.TEST_ID_MAP).is_file()
-    if not (data_root / 'train').exists() and has_test:
+    no_train = not (data_root / 'train').exists() and has_test
+    if not no_train:
+        check_folds(len(hw3.list_train_samples(data_root)), folds, data_root / 'train')
+    created = writable_folder(out_dir)
+    try:
+        summary = _convert(data_root, out_dir, folds, seed, has_test, no_train)
+    except BaseException:
+        remove_created(created)
+        raise
+    return dict(summary, seconds=time.perf_counter() - start)
+
+
+def _convert(data_root: Path, out_dir: Path, folds: int, seed: int, has_test: bool,
+             no_train: bool) -> dict:
+    if no_train:
         test = build_test_coco(data_root)
-        path = atomic_write_json(out_dir / 'test.json', test)
+        written = write_together({out_dir / 'test.json': _json_bytes(test)})
         return dict(images=0, instances=0, classes=[c['name'] for c in test['categories']],
                     instances_per_class={}, images_without_instances=0,
                     fold_instances_per_class=[], test_images=len(test['images']),
-                    written=[str(path)], seconds=time.perf_counter() - start, no_train=True)
-    if has_test:  # checked first: a broken map leaves no new train files beside an old test.json
+                    written=[str(p) for p in written], no_train=True)
+    if has_test:  # checked first: a broken map fails before the long reading of the masks
         hw3.test_image_infos(data_root)
     coco = build_train_coco(data_root)
     names = tuple(c['name'] for c in coco['categories'])
     test = build_test_coco(data_root, names) if has_test else None
-    written = [atomic_write_json(out_dir / 'train_all.json', coco)]
+    files = {out_dir / 'train_all.json': _json_bytes(coco)}
     counts = per_image_class_counts(coco)
     fold_counts = []
     if folds:
         for f, rows in enumerate(split_folds(counts, folds, seed)):
             rest = np.setdiff1d(np.arange(len(coco['images'])), rows)
-            written.append(atomic_write_json(out_dir / f'fold{f}_train.json', subset(coco, rest)))
-            written.append(atomic_write_json(out_dir / f'fold{f}_val.json', subset(coco, rows)))
+            files[out_dir / f'fold{f}_train.json'] = _json_bytes(subset(coco, rest))
+            files[out_dir / f'fold{f}_val.json'] = _json_bytes(subset(coco, rows))
             fold_counts.append(counts[rows].sum(0).tolist())
     test_images = None
     if test is not None:
-        written.append(atomic_write_json(out_dir / 'test.json', test))
+        files[out_dir / 'test.json'] = _json_bytes(test)
         test_images = len(test['images'])
+    written = write_together(files)
     return dict(
         images=len(coco['images']), instances=len(coco['annotations']), classes=list(names),
         instances_per_class=dict(zip(names, counts.sum(0).tolist())),
         images_without_instances=int((counts.sum(1) == 0).sum()),
         fold_instances_per_class=fold_counts, test_images=test_images,
-        written=[str(p) for p in written], seconds=time.perf_counter() - start, no_train=False)
+        written=[str(p) for p in written], no_train=False)

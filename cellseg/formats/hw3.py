@@ -25,7 +25,7 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import NamedTuple
 
 import numpy as np
@@ -70,12 +70,26 @@ class ImageInfo(NamedTuple):
     width: int
 
 
+def path_problem(name: str, folder: str) -> str | None:
+    """Why ``name`` (a ``file_name`` of an id map or annotation file, relative to ``folder``)
+    would lead outside that folder, or None when it stays inside. Such paths are refused rather
+    than resolved: a map naming ``../../x`` or ``/x`` would read, and submit, a file that is not
+    part of the data."""
+    if Path(name).is_absolute() or PureWindowsPath(name).anchor:
+        return f'{name!r} is an absolute path; it must be relative to {folder}'
+    if '..' in PureWindowsPath(name).parts:  # both separators: '..\\x' is refused as well
+        return f"{name!r} leaves {folder} ('..'); it must name a file inside it"
+    return None
+
+
 def load_id_map(path: str | Path) -> dict[int, ImageInfo]:
     """Read ``test_image_name_to_ids.json`` into ``{id: ImageInfo}``.
 
     Raises :class:`HW3FormatError` (a ``ValueError``) whose message starts with the file's path:
     unreadable or not JSON, not a non-empty list, an entry that is not an object, misses a key or
-    has a value of the wrong type, non-positive height/width, duplicate ids or file names.
+    has a value of the wrong type, non-positive height/width, duplicate ids or file names, a
+    file name outside ``test_release/`` (absolute, or with ``..``). One problem is one line
+    (``<map>: entry 2: ...``); several are listed under ``<map>: N problems:``.
     """
     path = Path(path)
     try:
@@ -110,6 +124,9 @@ def load_id_map(path: str | Path) -> dict[int, ImageInfo]:
             problems.append(f'entry {i}: file_name must be a non-empty string, got '
                             f'{short_repr(name)}')
             ok = False
+        elif (outside := path_problem(name, f'{TEST_DIR}/')) is not None:
+            problems.append(f'entry {i}: file_name {outside}')
+            ok = False
         if not is_int(image_id):
             problems.append(f'entry {i}: id must be an int, got {short_repr(image_id)}')
             ok = False
@@ -133,6 +150,8 @@ def load_id_map(path: str | Path) -> dict[int, ImageInfo]:
                 first_of_name[name] = i
         if ok:
             infos[int(image_id)] = ImageInfo(name, int(image_id), int(e['height']), int(e['width']))
+    if len(problems) == 1:
+        raise HW3FormatError(f'{path}: {problems[0]}')
     raise_problems(HW3FormatError, str(path), problems, max_problems=20)
     return infos
 
@@ -343,13 +362,32 @@ def convert_sample(sample: TrainSample) -> tuple[tuple[int, int], list[dict]]:
     """
     shape = tiff_shape(sample.image_path)
     instances = []
+    owner: dict[str, Path] = {}  # RLE string -> the class file it came from
     for k, path in sorted(sample.class_paths.items()):
         # one column-major pass over the map's runs, not one full-image encode per instance;
         # the same RLEs as that (tests/test_speed_equivalences.py)
-        for inst in encode_instances(read_instance_map(path, shape)):
+        found = encode_instances(read_instance_map(path, shape))
+        for inst in found:
             inst['category_id'] = k
             instances.append(inst)
+        _refuse_identical_masks(path, found, owner)
     return shape, instances
+
+
+def _refuse_identical_masks(path: Path, found: list[dict], owner: dict[str, Path]) -> None:
+    """Raise when an instance of ``path`` has exactly the pixels of one of an earlier class
+    file of the same image (``owner``, updated here): the same cell in two classes, which would
+    train as two overlapping instances of two classes (a class file copied by mistake)."""
+    same: dict[Path, int] = {}
+    for inst in found:
+        counts = inst['segmentation']['counts']  # equal strings of one size: equal masks
+        earlier = owner.setdefault(counts, path)
+        if earlier != path:
+            same[earlier] = same.get(earlier, 0) + 1
+    for earlier, n in same.items():
+        raise HW3FormatError(f'{path}: {n} of its {len(found)} instance masks are identical to '
+                             f'masks of {earlier} (the same cells in two classes; each cell '
+                             'belongs in one class file)')
 
 
 def test_image_infos(data_root: str | Path) -> list[ImageInfo]:
