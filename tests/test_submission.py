@@ -394,9 +394,15 @@ def test_load_id_map_rejects_duplicate_ids(tmp_path: Path) -> None:
     path = _write_id_map(tmp_path / 'map.json', entries)
     with pytest.raises(HW3FormatError) as err:
         load_id_map(path)
-    msg = str(err.value)
-    assert msg.startswith(f'{path}: 1 problem:')
-    assert 'entry 3: duplicate id 1 (also entry 0)' in msg
+    # one problem is one line naming the map and the entry
+    assert str(err.value) == f'{path}: entry 3: duplicate id 1 (also entry 0)'
+    entries.append(dict(IMAGES[1]._asdict(), id=100))
+    _write_id_map(path, entries)
+    with pytest.raises(HW3FormatError) as err:
+        load_id_map(path)
+    assert str(err.value).splitlines() == [
+        f'{path}: 2 problems:', '  entry 3: duplicate id 1 (also entry 0)',
+        "  entry 4: duplicate file_name 'b.tif' (also entry 1)"]
 
 
 def test_load_id_map_rejects_duplicate_file_names(tmp_path: Path) -> None:
@@ -426,6 +432,31 @@ def test_load_id_map_errors_name_the_file(tmp_path: Path, content: str, expected
         load_id_map(path)
     assert str(err.value).startswith(f'{path}: ')
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize('name, problem', [
+    ('../../outside/secret.tif', "'../../outside/secret.tif' leaves test_release/ ('..')"),
+    ('sub/../../x.tif', "leaves test_release/ ('..')"),
+    ('..\\x.tif', "leaves test_release/ ('..')"),
+    ('/etc/passwd', "'/etc/passwd' is an absolute path; it must be relative to test_release/"),
+    ('C:\\data\\x.tif', 'is an absolute path'),
+])
+def test_load_id_map_refuses_paths_outside_test_release(tmp_path: Path, name: str,
+                                                        problem: str) -> None:
+    entries = _map_entries()
+    entries[1]['file_name'] = name
+    path = _write_id_map(tmp_path / 'map.json', entries)
+    with pytest.raises(HW3FormatError) as err:
+        load_id_map(path)
+    assert str(err.value).startswith(f'{path}: entry 1: file_name ')
+    assert problem in str(err.value)
+
+
+def test_load_id_map_accepts_a_subfolder_of_test_release(tmp_path: Path) -> None:
+    entries = _map_entries()
+    entries[1]['file_name'] = 'batch2/b.tif'
+    assert load_id_map(_write_id_map(tmp_path / 'map.json', entries))[7].file_name == \
+        'batch2/b.tif'
 
 
 def test_load_id_map_missing_file(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@
 Without --submit the config's test loop runs (its annotation file has ground truth) and prints
 the metrics. With --submit the model runs on DATA_ROOT's test_release/ images as listed in
 test.json, and test-results.json plus a zip holding it are written after the submission checker
-(cellseg.formats.submission) passed.
+(cellseg.formats.submission) passed; the run's log goes beside them (--work-dir to choose).
+A bad id map or test file, an output folder that cannot be written, a checkpoint that is
+unreadable or names no classes: one line `error: <file>: <problem>`, before the model runs.
 """
 from __future__ import annotations
 
@@ -23,11 +25,15 @@ from cellseg.apis.config_helpers import (  # noqa: E402
     adapt_to_cpu,
     add_common_args,
     load_config,
-    resolve_classes,
     use_test_ground_truth,
     use_tta,
 )
-from cellseg.apis.evaluate import evaluate, submit  # noqa: E402
+from cellseg.apis.evaluate import (  # noqa: E402
+    check_submission_inputs,
+    evaluate,
+    resolve_test_classes,
+    submit,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,15 +56,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = load_config(args)
+    if args.submit:  # the id map, its test files and the output folder, before any loading
+        check_submission_inputs(cfg, args.submit)
     cfg.load_from = args.checkpoint
-    print(resolve_classes(cfg, args.checkpoint))
+    print(resolve_test_classes(cfg, args.checkpoint))
     adapt_to_cpu(cfg)
     if args.test_gt:
         use_test_ground_truth(cfg, args.test_gt)
     if args.tta:
         use_tta(cfg)
     if args.submit:
-        return submit(cfg, args.submit)
+        return submit(cfg, args.submit, args.work_dir)
     return evaluate(cfg, args.metrics_out, args.report)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
-from cellseg.formats.hw3 import CLASS_NAMES, TEST_DIR, TEST_ID_MAP
+from cellseg.formats.hw3 import CLASS_NAMES, TEST_DIR, TEST_ID_MAP, path_problem
 
 _LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 _EVALUATORS = ('val_evaluator', 'test_evaluator')
@@ -300,7 +300,8 @@ def use_test_ground_truth(cfg: Config, gt_path: str) -> None:
 
     Such files (the demo's and CoNSeP's ``test_gt.json``) name images either relative to the data
     root (``test_release/x.tif``) or, like ``test_image_name_to_ids.json``, by bare file name
-    inside ``test_release/``; the image prefix is chosen to match.
+    inside ``test_release/``; the image prefix is chosen to match. A ``file_name`` that is
+    absolute or climbs out with ``..`` is refused naming the image.
     """
     import json
 
@@ -311,6 +312,10 @@ def use_test_ground_truth(cfg: Config, gt_path: str) -> None:
     if not images:
         raise ValueError(f'{gt_path}: holds no images')
     data_root = test_dataset_root(cfg)
+    for image in images:  # a name leading out of the data root would read a file not of it
+        outside = path_problem(str(image.get('file_name', '')), data_root)
+        if outside is not None:
+            raise ValueError(f'{gt_path}: image {image.get("id")}: file_name {outside}')
     first = images[0]['file_name']
     if osp.isfile(osp.join(data_root, first)):
         prefix = ''

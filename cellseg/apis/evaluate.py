@@ -1,4 +1,8 @@
-"""The test run of ``tools/test.py``: metrics (with the optional report), or the submission."""
+"""The test run of ``tools/test.py``: metrics (with the optional report), or the submission.
+
+What can fail is checked before the model runs: the submission's id map, the test files it
+lists and the output folder (``check_submission_inputs``), the checkpoint's classes
+(``resolve_test_classes``)."""
 from __future__ import annotations
 
 import json
@@ -10,16 +14,73 @@ from mmengine.config import Config
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
-from cellseg.apis.config_helpers import configure_submission_run, test_dataset_root
+from cellseg.apis.config_helpers import (
+    checkpoint_classes,
+    configure_submission_run,
+    configured_classes,
+    resolve_classes,
+    test_dataset_root,
+)
+from cellseg.engine.checkpoint_loader import CheckpointError, read_checkpoint
 from cellseg.evaluation.eval_report import write_eval_report
 from cellseg.evaluation.metrics.cell_coco_metric import NUCLEI_SCORE_THR
-from cellseg.formats.hw3 import load_id_map
-from cellseg.formats.submission import summarize_submission, write_submission
+from cellseg.formats.hw3 import load_id_map, test_image_infos
+from cellseg.formats.submission import (
+    check_submission_folder,
+    summarize_submission,
+    write_submission,
+)
 from cellseg.utils.fileio import atomic_write_json
 
 
 def _as_list(item: object) -> list:
     return list(item) if isinstance(item, (list, tuple)) else [item]
+
+
+def _class_layer_size(checkpoint: dict) -> int | None:
+    """The number of classes a Mask R-CNN checkpoint's heads were built for: the mask head's
+    ``conv_logits`` has one output per class, the box head's ``fc_cls`` one more
+    (background); None when it has neither."""
+    state = checkpoint.get('state_dict', checkpoint)
+    for suffix, extra in (('mask_head.conv_logits.weight', 0), ('fc_cls.weight', 1)):
+        for key, value in state.items():
+            if key.endswith(suffix) and hasattr(value, 'shape'):
+                return int(value.shape[0]) - extra
+    return None
+
+
+def resolve_test_classes(cfg: Config, checkpoint: str) -> str:
+    """``resolve_classes`` for a test run. A checkpoint that names its classes (every one
+    ``tools/train.py`` writes) gives them. One that does not (trained elsewhere, or its
+    ``meta`` stripped) is used with the classes of the data only when its class layers have as
+    many outputs; otherwise, or when no annotation file gives classes, it is refused naming
+    it, before the model is built."""
+    if checkpoint_classes(checkpoint) is not None:
+        return resolve_classes(cfg, checkpoint)
+    n = _class_layer_size(read_checkpoint(checkpoint))
+    why = ('holds no class names (meta.dataset_meta.classes, which tools/train.py saves)')
+    if n is None:
+        raise CheckpointError(f'{checkpoint}: {why} and no class layer (mask_head.conv_logits, '
+                              'fc_cls): not a checkpoint of a Mask R-CNN')
+    try:
+        line = resolve_classes(cfg)
+    except FileNotFoundError:
+        raise CheckpointError(f'{checkpoint}: {why}, and no annotation file of {cfg.filename} '
+                              'gives them (pass --data-root/--ann-dir of the data it was trained '
+                              'on)') from None
+    classes = configured_classes(cfg)
+    if len(classes) != n:
+        raise CheckpointError(f'{checkpoint}: {why}, and its class layers have {n} classes, not '
+                              f'the {len(classes)} of the data ({", ".join(classes)})')
+    return f'{line} (the checkpoint names no classes; its class layers have as many)'
+
+
+def check_submission_inputs(cfg: Config, out: str | Path) -> None:
+    """What a submission run checks before the checkpoint and the model are loaded: the id map
+    and every test file it lists (present, readable, of the listed size, inside
+    ``test_release/``), and that the submission's folder can be written."""
+    test_image_infos(test_dataset_root(cfg))
+    check_submission_folder(out)
 
 
 def evaluate(cfg: Config, metrics_out: str | None = None, report_dir: str | None = None) -> dict:
@@ -45,9 +106,12 @@ def evaluate(cfg: Config, metrics_out: str | None = None, report_dir: str | None
     return metrics
 
 
-def submit(cfg: Config, out: str | Path) -> dict:
+def submit(cfg: Config, out: str | Path, work_dir: str | None = None) -> dict:
     """Predict the competition's test images and write the checked submission to ``out`` (a
-    ``.zip`` path, ``test-results.json`` beside it, or a folder)."""
+    ``.zip`` path, ``test-results.json`` beside it, or a folder). The run's log goes to
+    ``work_dir``, by default the submission's folder (``<timestamp>/`` beside the zip), not to
+    ``./work_dirs`` of wherever the command runs."""
+    cfg.work_dir = osp.abspath(work_dir or check_submission_folder(out))
     with tempfile.TemporaryDirectory() as tmp:
         prefix = osp.join(tmp, 'results')
         _, id_map_path = configure_submission_run(cfg, prefix)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -231,6 +233,28 @@ def submission_paths(out_path: str | Path) -> tuple[Path, Path]:
         raise SubmissionError(f'{out_path}: exists and is not a directory; give a folder or a '
                               '.zip path for the submission')
     return out_path / SUBMISSION_JSON, out_path / SUBMISSION_ZIP
+
+
+def check_submission_folder(out_path: str | Path) -> Path:
+    """The folder the submission of ``out_path`` goes to, checked before the long run that
+    fills it: the nearest folder of its path that exists must take a new file (the folder
+    itself is created when the submission is written). Raises ``OSError`` or
+    :class:`SubmissionError` naming the folder."""
+    folder = submission_paths(out_path)[0].parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SubmissionError(f'{existing}: not a folder, so the submission folder {folder} '
+                              'cannot be created')
+    try:
+        fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OSError(e.errno, f'the submission cannot be written there ({e.strerror})',
+                      str(existing)) from None
+    return folder
 
 
 def write_submission(results: list[dict], out_path: str | Path,
