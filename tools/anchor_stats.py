@@ -13,6 +13,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from cellseg.apis.cli import run_tool  # noqa: E402
 from cellseg.evaluation.anchor_stats import report  # noqa: E402
 
 
@@ -23,11 +24,7 @@ def main(argv: list[str] | None = None) -> int:
                         help='most anchors (scales x ratios) per grid point (default 9; '
                         "mmdet's default config has 3)")
     args = parser.parse_args(argv)
-    try:
-        text, suggested = report(args.ann_json, args.anchors_per_position)
-    except ValueError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+    text, suggested = report(args.ann_json, args.anchors_per_position)
     print(text)
     print(f"anchor_generator=dict(type='AnchorGenerator', scales={suggested['scales']}, "
           f"ratios={suggested['ratios']}, strides={suggested['strides']})")
@@ -35,4 +32,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

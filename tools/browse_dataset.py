@@ -14,7 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cellseg.formats.hw3 import CLASS_NAMES, HW3FormatError, list_train_samples  # noqa: E402
+from cellseg.apis.cli import run_tool  # noqa: E402
+from cellseg.formats.hw3 import CLASS_NAMES, list_train_samples  # noqa: E402
 from cellseg.visualization.visualize import hw3_gt_overlay, palette_for, write_png  # noqa: E402
 
 
@@ -26,18 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
-    try:
-        samples = list_train_samples(args.data_root)[:args.limit]
-        palette = palette_for({}, len(CLASS_NAMES))
-        for sample in tqdm(samples, desc='browse', unit='image'):
-            write_png(Path(args.out_dir) / f'{sample.name}_gt.png',
-                      hw3_gt_overlay(sample, CLASS_NAMES, palette))
-    except HW3FormatError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+    samples = list_train_samples(args.data_root)[:args.limit]
+    palette = palette_for({}, len(CLASS_NAMES))
+    for sample in tqdm(samples, desc='browse', unit='image'):
+        write_png(Path(args.out_dir) / f'{sample.name}_gt.png',
+                  hw3_gt_overlay(sample, CLASS_NAMES, palette))
     print(f'wrote {len(samples)} ground-truth overlays to {args.out_dir}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

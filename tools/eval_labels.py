@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cellseg.apis.cli import run_tool  # noqa: E402
 from cellseg.evaluation.label_folders import evaluate_label_folders  # noqa: E402
 
 
@@ -60,12 +61,9 @@ def write_json_atomic(path: Path, obj) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        result = evaluate_label_folders(args.gt_dir, args.pred_dir, args.gt_classes,
-                                        args.pred_classes, args.classes, radius=args.radius)
-    except (ValueError, FileNotFoundError) as exc:  # bad inputs: the message names the file
-        print(f'error: {exc}', file=sys.stderr)
-        return 2
+    # bad inputs: one line `error: <file>: <problem>` and status 1 (run_tool)
+    result = evaluate_label_folders(args.gt_dir, args.pred_dir, args.gt_classes,
+                                    args.pred_classes, args.classes, radius=args.radius)
     for row in result['images'] if args.per_image else []:
         print(row['image'], *(f'{k}={row[k]:.4f}' for k in ('pq', 'dq', 'sq', 'aji', 'dice')))
     for key, value in result['summary'].items():
@@ -76,4 +74,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -16,11 +16,12 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from cellseg.apis.cli import run_tool  # noqa: E402
 from cellseg.evaluation.kfold_summary import best_validation, fold_table  # noqa: E402
 from cellseg.formats.hw3 import CLASS_NAMES  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None) -> str | int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index('--') + 1:] if '--' in argv else []
     argv = argv[:argv.index('--')] if '--' in argv else argv
@@ -36,8 +37,12 @@ def main(argv: list[str] | None = None) -> str:
         work_dir = osp.join(args.work_root, osp.splitext(osp.basename(config))[0])
         if not args.report_only:
             print(f'== fold {k}: {config} -> {work_dir}', flush=True)
-            subprocess.run([sys.executable, osp.join(osp.dirname(__file__), 'train.py'), config,
-                            '--work-dir', work_dir, *extra], check=True)
+            done = subprocess.run([sys.executable, osp.join(osp.dirname(__file__), 'train.py'),
+                                   config, '--work-dir', work_dir, *extra])
+            if done.returncode:  # train.py said why; the folds after it are not started
+                print(f'error: {config}: fold {k} failed (exit status {done.returncode}); '
+                      f'the folds before it are in {args.work_root}', file=sys.stderr)
+                return done.returncode
         best.append(best_validation(work_dir))
     table = fold_table(best, CLASS_NAMES)
     print(table)
@@ -45,4 +50,5 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == '__main__':
-    main()
+    if status := run_tool(main):  # exits only on failure, so it runs in-process as well
+        sys.exit(status)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cellseg.apis.cli import run_tool  # noqa: E402
 from cellseg.utils.scalars import read_scalars  # noqa: E402
 from cellseg.visualization.visualize import plot_training_curves, save_figure  # noqa: E402
 
@@ -39,4 +40,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_tool(main))
