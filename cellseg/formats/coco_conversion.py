@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -122,31 +123,34 @@ def remove_created(folders: list[Path]) -> None:
             folder.rmdir()
 
 
-def write_together(files: dict[Path, bytes]) -> list[Path]:
-    """Write every file or none (all in one folder): each is written completely (and fsynced)
-    into a hidden staging folder beside them first, and only when all are there are they moved
-    into place. A failure (a full disk, a folder made read-only) removes the staging folder and
-    leaves the folder as it was."""
-    folder = next(iter(files)).parent
+@contextlib.contextmanager
+def landing_together(folder: Path) -> Iterator[Callable[[str, dict], Path]]:
+    """Files that land together or not at all: ``put(name, obj)`` writes ``obj`` as JSON
+    completely (fsynced) into a hidden staging folder inside ``folder`` as soon as it is
+    computed (memory holds one file at a time), and only when the block ends without error
+    are all of them moved into place. A failure (an error of the data, a full disk, the folder
+    made read-only) removes the staging folder and leaves ``folder`` as it was. ``put``
+    returns the file's final path."""
     stage = Path(tempfile.mkdtemp(prefix='.converting-', dir=folder))
+    names: list[str] = []
+
+    def put(name: str, obj: dict) -> Path:
+        try:
+            atomic_write_bytes(stage / name, json.dumps(obj, separators=(',', ':')).encode())
+        except OSError as e:
+            raise OSError(e.errno, f'cannot write there ({e.strerror}); nothing written',
+                          str(folder)) from None
+        names.append(name)
+        return folder / name
+
     try:
-        for path, data in files.items():
-            atomic_write_bytes(stage / path.name, data)
-    except OSError as e:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise OSError(e.errno, f'cannot write there ({e.strerror}); nothing written',
-                      str(folder)) from None
+        yield put
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    for path in files:
-        os.replace(stage / path.name, path)
+    for name in names:
+        os.replace(stage / name, folder / name)
     stage.rmdir()
-    return list(files)
-
-
-def _json_bytes(obj: dict) -> bytes:
-    return json.dumps(obj, separators=(',', ':')).encode()
 
 
 def check_folds(n_images: int, folds: int, train_dir: Path) -> None:
@@ -166,8 +170,7 @@ def convert(data_root: str | Path, out_dir: str | Path, folds: int = 5, seed: in
     ``test.json`` alone.
 
     Nothing is written unless the whole conversion succeeds: the fold count and the output
-    folder are checked first, every file is computed in memory, and the files land together
-    (``write_together``)."""
+    folder are checked first, and the files land together (``landing_together``)."""
     start = time.perf_counter()
     data_root, out_dir = Path(data_root), Path(out_dir)
     has_test = (data_root / hw3.TEST_ID_MAP).is_file()
@@ -187,7 +190,8 @@ def _convert(data_root: Path, out_dir: Path, folds: int, seed: int, has_test: bo
              no_train: bool) -> dict:
     if no_train:
         test = build_test_coco(data_root)
-        written = write_together({out_dir / 'test.json': _json_bytes(test)})
+        with landing_together(out_dir) as put:
+            written = [put('test.json', test)]
         return dict(images=0, instances=0, classes=[c['name'] for c in test['categories']],
                     instances_per_class={}, images_without_instances=0,
                     fold_instances_per_class=[], test_images=len(test['images']),
@@ -197,23 +201,22 @@ def _convert(data_root: Path, out_dir: Path, folds: int, seed: int, has_test: bo
     coco = build_train_coco(data_root)
     names = tuple(c['name'] for c in coco['categories'])
     test = build_test_coco(data_root, names) if has_test else None
-    files = {out_dir / 'train_all.json': _json_bytes(coco)}
     counts = per_image_class_counts(coco)
     fold_counts = []
-    if folds:
-        for f, rows in enumerate(split_folds(counts, folds, seed)):
-            rest = np.setdiff1d(np.arange(len(coco['images'])), rows)
-            files[out_dir / f'fold{f}_train.json'] = _json_bytes(subset(coco, rest))
-            files[out_dir / f'fold{f}_val.json'] = _json_bytes(subset(coco, rows))
-            fold_counts.append(counts[rows].sum(0).tolist())
-    test_images = None
-    if test is not None:
-        files[out_dir / 'test.json'] = _json_bytes(test)
-        test_images = len(test['images'])
-    written = write_together(files)
+    with landing_together(out_dir) as put:
+        written = [put('train_all.json', coco)]
+        if folds:
+            for f, rows in enumerate(split_folds(counts, folds, seed)):
+                rest = np.setdiff1d(np.arange(len(coco['images'])), rows)
+                written.append(put(f'fold{f}_train.json', subset(coco, rest)))
+                written.append(put(f'fold{f}_val.json', subset(coco, rows)))
+                fold_counts.append(counts[rows].sum(0).tolist())
+        if test is not None:
+            written.append(put('test.json', test))
     return dict(
         images=len(coco['images']), instances=len(coco['annotations']), classes=list(names),
         instances_per_class=dict(zip(names, counts.sum(0).tolist())),
         images_without_instances=int((counts.sum(1) == 0).sum()),
-        fold_instances_per_class=fold_counts, test_images=test_images,
+        fold_instances_per_class=fold_counts,
+        test_images=None if test is None else len(test['images']),
         written=[str(p) for p in written], no_train=False)
