@@ -79,7 +79,7 @@ def check_submission_inputs(cfg: Config, out: str | Path) -> None:
     """What a submission run checks before the checkpoint and the model are loaded: the id map
     and every test file it lists (present, readable, of the listed size, inside
     ``test_release/``), and that the submission's folder can be written."""
-    test_image_infos(test_dataset_root(cfg))
+    test_image_infos(test_dataset_root(cfg), warn_unlisted=False)  # said once, by the run
     check_submission_folder(out)
 
 

@@ -390,11 +390,12 @@ def _refuse_identical_masks(path: Path, found: list[dict], owner: dict[str, Path
                              'belongs in one class file)')
 
 
-def test_image_infos(data_root: str | Path) -> list[ImageInfo]:
+def test_image_infos(data_root: str | Path, warn_unlisted: bool = True) -> list[ImageInfo]:
     """Entries of ``test_image_name_to_ids.json``, checked against ``test_release/``.
 
     A listed file that is missing, or whose size differs from the map, is an error naming it; a
-    file present but not listed cannot be submitted and is logged as skipped.
+    file present but not listed cannot be submitted and is logged as skipped (unless
+    ``warn_unlisted`` is False: an early check whose caller reads the map again later).
     """
     root = Path(data_root)
     map_path = root / TEST_ID_MAP
@@ -410,7 +411,7 @@ def test_image_infos(data_root: str | Path) -> list[ImageInfo]:
         if (h, w) != (info.height, info.width):
             raise HW3FormatError(f'{path}: size {h}x{w} differs from {map_path} '
                                  f'({info.height}x{info.width})')
-    if test_dir.is_dir():
+    if test_dir.is_dir() and warn_unlisted:
         for p in sorted(test_dir.iterdir()):
             if p.is_file() and p.name not in listed:
                 logger.warning('%s: not listed in %s, skipped (no id to submit it under)', p,
