@@ -20,7 +20,8 @@ echo "== 4/4 evaluation on the demo test ground truth, the submission, predictio
 $PY tools/test.py "$CONFIG" "$ckpt" --work-dir "$OUT/test" --metrics-out "$OUT/metrics.json" \
   --report "$OUT/report"
 $PY tools/test.py "$CONFIG" "$ckpt" --work-dir "$OUT/test" --submit "$OUT/submission.zip"
-$PY tools/predict.py "$ckpt" "$OUT/data/test_release" --out-dir "$OUT/predict"
+# --overwrite: a second `make demo` trains a new model, whose predictions replace the first's
+$PY tools/predict.py "$ckpt" "$OUT/data/test_release" --out-dir "$OUT/predict" --overwrite
 
 $PY - "$OUT/metrics.json" <<'PYEOF'
 import json, sys

@@ -65,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     paths, unreadable = check_images(collect_images(args.inputs))
     for _, problem in unreadable:
         print(f'error: {problem} (skipped)', file=sys.stderr)
+    # what makes two runs the same prediction; the checkpoint by path, size and time, so a
+    # retrained model written to the same path is another run
+    stat = os.stat(args.checkpoint) if os.path.isfile(args.checkpoint) else None
     run = dict(checkpoint=os.path.abspath(args.checkpoint), score_thr=args.score_thr,
+               checkpoint_bytes=stat and stat.st_size,
+               checkpoint_mtime_ns=stat and stat.st_mtime_ns,
                config=os.path.abspath(args.config) if args.config else None,
                cfg_options=str(args.cfg_options or ''))
     prepare_output_dir(args.out_dir, run, args.overwrite)

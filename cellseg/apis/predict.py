@@ -399,8 +399,10 @@ def predict_files(model: torch.nn.Module, paths: Sequence[Path], out_dir: str | 
             print(f'error: {failed[-1][1]}', file=sys.stderr)
             continue
         data = csv_bytes(rows, header=False)
-        atomic_write_bytes(rows_dir / f'{name}.csv', data)  # the image counts as done
         _append_durably(csv_path, data)
+        # the image counts as done once its rows are in both places; killed in between, it is
+        # predicted again and instances.csv rewritten from these files
+        atomic_write_bytes(rows_dir / f'{name}.csv', data)
     # the same file an uninterrupted run writes: every finished image's rows in input order
     atomic_write_bytes(csv_path, csv_bytes([]) + b''.join(
         (rows_dir / f'{n}.csv').read_bytes() for n in names
