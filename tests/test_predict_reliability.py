@@ -185,3 +185,41 @@ def test_what_can_be_checked_first_is_one_line(problem: str, checkpoint: Path, n
     named = out if problem == 'unwritable' else ckpt
     assert line.startswith(f'error: {named}'), line
     assert not list(Path(out).glob('*_labels.tif')) if Path(out).exists() else True
+
+
+def test_names_that_are_formulas_are_text_in_the_csvs(checkpoint: Path, nine_images: Path,
+                                                      tmp_path: Path) -> None:
+    """A class name from classes.txt and an image name that a spreadsheet would run."""
+    from cellseg.utils.spreadsheet import FORMULA_STARTS
+
+    saved = load_local_checkpoint(str(checkpoint), 'cpu')
+    classes = list(saved['meta']['dataset_meta']['classes'])
+    classes[:] = ["=cmd|' /C calc'!A0"] * len(classes)
+    saved['meta']['dataset_meta']['classes'] = tuple(f'{c}{i}' for i, c in enumerate(classes))
+    ckpt = tmp_path / 'formula_classes.pth'
+    torch.save(saved, ckpt)
+    images = tmp_path / 'images'
+    images.mkdir()
+    shutil.copy(nine_images / 'img0.tif', images / '=1+1.tif')
+    (images / '@bad.tif').write_bytes(b'not a tiff')
+    out = tmp_path / 'out'
+    predict(ckpt, images, '--out-dir', out, ok=False)
+    with open(out / 'instances.csv', newline='') as f:
+        rows = list(csv.DictReader(f))
+    assert rows and {r['image'] for r in rows} == {"'=1+1"}
+    assert {r['class_name'][:2] for r in rows} == {"'="}
+    with open(out / 'failed.csv', newline='') as f:
+        (failed,) = list(csv.DictReader(f))
+    for path in (out / 'instances.csv', out / 'failed.csv'):
+        with open(path, newline='') as f:
+            cells = [c for row in csv.reader(f) for c in row]
+        assert not [c for c in cells if c.startswith(FORMULA_STARTS)
+                    and not _is_number(c)], path
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -61,6 +61,7 @@ from cellseg.formats.hw3 import TIFF_SUFFIXES, HW3FormatError, read_image, tiff_
 from cellseg.formats.qupath_geojson import geojson_bytes, instances_to_geojson
 from cellseg.structures.label_images import class_map, paint_labels
 from cellseg.utils.fileio import atomic_write_bytes
+from cellseg.utils.spreadsheet import SafeDictWriter, spreadsheet_safe
 from cellseg.visualization.visualize import overlay_instances, palette_for, write_png
 
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, '.png', '.jpg', '.jpeg')
@@ -263,7 +264,8 @@ def encode_tiff(array: np.ndarray) -> bytes:
 
 def csv_bytes(rows: Sequence[dict], header: bool = True) -> bytes:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator='\n')
+    # image and class names come from the user's files: never read as formulas
+    writer = SafeDictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator='\n')
     if header:
         writer.writeheader()
     writer.writerows(rows)
@@ -412,7 +414,7 @@ def predict_files(model: torch.nn.Module, paths: Sequence[Path], out_dir: str | 
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator='\n')
         writer.writerow(('image', 'error'))
-        writer.writerows((os.fspath(p), m) for p, m in failed)
+        writer.writerows((spreadsheet_safe(os.fspath(p)), spreadsheet_safe(m)) for p, m in failed)
         atomic_write_bytes(failed_path, buf.getvalue().encode())
     elif failed_path.exists():
         failed_path.unlink()
