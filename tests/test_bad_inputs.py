@@ -452,3 +452,22 @@ def test_unreadable_image_stops_loading_naming_it(tiny_root: Path, tiny_ann: Pat
     with pytest.raises(hw3.HW3FormatError, match='cannot read as TIFF') as err:
         dataset[index]
     assert str(err.value).startswith(f'{culprit}: ')
+
+
+@pytest.mark.parametrize('name', ['../../outside/secret.tif', '/etc/hostname'])
+def test_annotation_file_names_outside_the_data_root_are_refused(name: str, tiny_root: Path,
+                                                                 tiny_ann: Path,
+                                                                 tmp_path: Path) -> None:
+    ann = tmp_path / 'annotations'
+    shutil.copytree(tiny_ann, ann)
+    for path in ann.glob('*.json'):
+        coco = json.loads(path.read_text())
+        coco['images'][0]['file_name'] = name
+        path.write_text(json.dumps(coco))
+    done = run_tool('tools/train.py', TINY,
+                    '--data-root', tiny_root, '--ann-dir', ann, '--work-dir', tmp_path / 'w',
+                    ok=False)
+    assert done.returncode == 1 and 'Traceback' not in done.stdout + done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f'error: {ann}/') and repr(name) in last, last
+    assert not list((tmp_path / 'w').glob('*.pth'))

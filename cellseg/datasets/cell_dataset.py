@@ -2,7 +2,7 @@
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
-from cellseg.formats.hw3 import CLASS_NAMES
+from cellseg.formats.hw3 import CLASS_NAMES, HW3FormatError, path_problem
 from cellseg.visualization.visualize import CLASS_PALETTE
 
 
@@ -11,9 +11,17 @@ class CellDataset(CocoDataset):
     """``CocoDataset`` with the four HW3 cell classes and a palette to tell them apart.
 
     Annotation files come from ``data_prep/hw3_to_coco.py``; their ``file_name`` is relative to
-    ``data_root``. Nothing else differs from ``CocoDataset``.
+    ``data_root``, and one that leads outside it (absolute, or through ``..``) is refused naming
+    the annotation file and the entry. Nothing else differs from ``CocoDataset``.
     """
 
     METAINFO = dict(
         classes=CLASS_NAMES,
         palette=list(CLASS_PALETTE))
+
+    def parse_data_info(self, raw_data_info: dict) -> dict:
+        name = raw_data_info['raw_img_info']['file_name']
+        problem = path_problem(name, self.data_prefix.get('img') or self.data_root or '.')
+        if problem:
+            raise HW3FormatError(f'{self.ann_file}: {problem}')
+        return super().parse_data_info(raw_data_info)
