@@ -27,7 +27,7 @@ def original_loader(folder: Path, image_id: int, pack: Any) -> dict:
     from mmdet.structures.bbox import HorizontalBoxes
     from mmdet.structures.mask import BitmapMasks
 
-    from cellseg.formats.hw3 import read_image
+    from cellseg.formats.images import read_image
 
     img = np.ascontiguousarray(read_image(folder / 'image.tif')[..., ::-1])
     h, w = img.shape[:2]

@@ -19,7 +19,8 @@ tta_model = dict(
 
 # cells have no up or down, so every flip is as valid a view as the original
 tta_pipeline = [
-    dict(type='LoadCellImageFromFile', backend_args=None),
+    dict(type='LoadCellImageFromFile', percentiles=_base_.image_percentiles,
+         backend_args=None),
     dict(type='TestTimeAug',
          transforms=[
              [dict(type='Resize', scale_factor=1.0, keep_ratio=True)],

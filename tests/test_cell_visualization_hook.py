@@ -20,6 +20,7 @@ from cellseg.engine.hooks.cell_visualization_hook import (
     drawable_sample,
     picture_name,
 )
+from cellseg.formats.images import read_image
 
 H, W = 160, 200
 
@@ -63,7 +64,7 @@ def test_test_time_drawing_with_rle_masks_and_a_16_bit_tiff(tmp_path: Path,
                                                             visualizer: DetLocalVisualizer) -> None:
     """What ``default_hooks.visualization.draw=True`` (mmdet's ``--show-dir``) does after each
     test batch. mmdet's own hook crashes on the RLE list; this one writes the pictures, drawn
-    on the image as training saw it (16-bit rescaled from its own range)."""
+    on the image as training saw it (16-bit normalised by its percentiles)."""
     grey16 = np.linspace(1000, 5000, H * W).reshape(H, W).astype(np.uint16)
     img_path = tmp_path / 'cells.tif'
     tifffile.imwrite(img_path, grey16)
@@ -83,7 +84,7 @@ def test_test_time_drawing_with_rle_masks_and_a_16_bit_tiff(tmp_path: Path,
     # the visualizer puts the ground truth (none at test time: the image alone) left of the
     # predictions
     assert picture.shape == (H, 2 * W, 3) and picture.dtype == np.uint8
-    grey = np.rint((grey16.astype(np.float32) - 1000) * 255 / 4000).astype(np.uint8)
+    grey = read_image(img_path)[..., 0]  # as training reads it (the percentile rule)
     assert np.array_equal(picture[:, :W], np.repeat(grey[..., None], 3, 2))
     drawn = picture[:, W:].astype(int)
     colours = drawn - grey[..., None]  # alpha 1: a drawn mask replaces the image

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import signal
 import time
@@ -223,3 +224,33 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_prediction_reads_images_with_the_percentiles_training_used(checkpoint: Path,
+                                                                    tmp_path: Path) -> None:
+    """The reading rule travels in the checkpoint's config: a model trained with other
+    percentiles predicts a 16-bit image with an outlier pixel as its training pipeline read it."""
+    from mmdet.registry import TRANSFORMS
+
+    from cellseg.apis.predict import load_model, predict_image, reading_percentiles
+    from cellseg.formats.images import read_image
+
+    saved = load_local_checkpoint(str(checkpoint), 'cpu')
+    saved['meta']['cfg'], n = re.subn(r'1\.0,\s*99\.8,', '5.0, 95.0,', saved['meta']['cfg'])
+    assert n >= 3  # the variable and the pipelines
+    ckpt = tmp_path / 'percentiles.pth'
+    torch.save(saved, ckpt)
+    image16 = np.random.default_rng(3).integers(200, 900, (70, 80)).astype(np.uint16)
+    image16[5, 5] = 65535
+    path = tmp_path / 'hot16.tif'
+    tifffile.imwrite(path, image16)
+
+    model = load_model(ckpt, device='cpu', score_thr=0.5)
+    assert reading_percentiles(model) == (5.0, 95.0)
+    (step,) = [t for t in model.cfg.train_dataloader.dataset.pipeline
+               if t['type'] == 'LoadCellImageFromFile']
+    trained_on = TRANSFORMS.build(step).transform(dict(img_path=str(path)))['img']
+    predicted_on = predict_image(model, path, 0.5)[0]
+    assert np.array_equal(predicted_on, trained_on[..., ::-1])
+    assert np.array_equal(predicted_on, read_image(path, percentiles=(5.0, 95.0)))
+    assert not np.array_equal(predicted_on, read_image(path))  # the percentiles matter here

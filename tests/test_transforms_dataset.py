@@ -51,13 +51,67 @@ def test_channel_order_is_bgr_for_tiff_png_and_jpeg(tmp_path: Path) -> None:
         assert np.abs(img - rgb[..., ::-1]).max() <= tol, name
 
 
-def test_sixteen_bit_is_rescaled_from_its_own_range(tmp_path: Path) -> None:
+def csbdeep_normalize(x: np.ndarray, pmin: float = 1, pmax: float = 99.8) -> np.ndarray:
+    """csbdeep.utils.normalize (StarDist's), transcribed: percentiles over all pixels and
+    channels, (x - mi) / (ma - mi + eps), here scaled to 0..255, clipped and rounded."""
+    mi, ma = np.percentile(x, pmin), np.percentile(x, pmax)
+    y = (x.astype(np.float64) - mi) / (ma - mi + 1e-20)
+    return np.rint(np.clip(y * 255, 0, 255)).astype(np.uint8)
+
+
+def assert_close(got: np.ndarray, want: np.ndarray) -> None:
+    """Equal but for float rounding at .5 (the reference computes in float64)."""
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+
+
+def test_sixteen_bit_is_normalised_by_its_percentiles(tmp_path: Path) -> None:
     grey16 = np.linspace(1000, 5000, 64 * 64).reshape(64, 64).astype(np.uint16)
     tifffile.imwrite(tmp_path / 'g16.tif', grey16)
     img = _load(tmp_path / 'g16.tif')
     assert img.min() == 0 and img.max() == 255
-    expected = np.rint((grey16.astype(np.float32) - 1000) * 255 / 4000).astype(np.uint8)
-    assert np.array_equal(img[..., 0], expected)
+    assert_close(img[..., 0], csbdeep_normalize(grey16))
+
+
+def test_one_outlier_pixel_does_not_set_the_contrast(tmp_path: Path) -> None:
+    """A 12-bit image with one saturated pixel: min..max scaling turned its cells (value 4000 of
+    65535) to 16 of 255; the percentile rule keeps them bright."""
+    rng = np.random.default_rng(0)
+    img16 = rng.integers(100, 300, (80, 90)).astype(np.uint16)
+    img16[20:40, 30:50] = 4000  # a cell
+    img16[0, 0] = 65535  # a hot pixel
+    tifffile.imwrite(tmp_path / 'hot.tif', img16)
+    img = _load(tmp_path / 'hot.tif')[..., 0]
+    assert_close(img, csbdeep_normalize(img16))
+    assert img[20:40, 30:50].min() == 255 and img[0, 0] == 255
+    assert np.rint((4000 - 100) * 255 / (65535 - 100)) <= 16  # what min..max gave the cell
+
+
+def test_float32_tiff_is_read_by_the_same_rule(tmp_path: Path) -> None:
+    """Fiji's 32-bit output (was refused); a NaN pixel reads 0 and does not enter the
+    percentiles."""
+    values = np.random.default_rng(1).normal(0.3, 0.05, (50, 60)).astype(np.float32)
+    values[10, 10] = np.nan
+    tifffile.imwrite(tmp_path / 'f32.tif', values)
+    img = _load(tmp_path / 'f32.tif')[..., 0]
+    finite = np.isfinite(values)
+    assert img[10, 10] == 0
+    assert_close(img[finite], csbdeep_normalize(values[finite]))
+
+
+def test_planar_rgb_tiff_is_read_as_rgb(tmp_path: Path) -> None:
+    """ImageJ writes RGB planes first (axes SYX); it was refused as not grey, RGB or RGBA."""
+    rgb = np.random.default_rng(2).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / 'planar.tif', np.moveaxis(rgb, -1, 0), photometric='rgb',
+                     planarconfig='separate')
+    assert tifffile.TiffFile(tmp_path / 'planar.tif').series[0].axes == 'SYX'
+    assert np.array_equal(_load(tmp_path / 'planar.tif'), rgb[..., ::-1])
+    assert np.array_equal(hw3.read_image(tmp_path / 'planar.tif'), rgb)
+
+
+def test_a_constant_sixteen_bit_image_keeps_its_level(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / 'flat.tif', np.full((20, 20), 32768, np.uint16))
+    assert (_load(tmp_path / 'flat.tif') == 128).all()  # 32768 / 65535 of the range, not 0
 
 
 @pytest.mark.parametrize('suffix', ['.png', '.tif'])
@@ -65,7 +119,8 @@ def test_sixteen_bit_is_rescaled_from_its_own_range(tmp_path: Path) -> None:
 def test_pipeline_and_read_image_give_the_same_pixels(tmp_path: Path, suffix: str,
                                                       channels: int) -> None:
     """One reader for training, testing and prediction: a 16-bit PNG ramp 1000..5000 is
-    rescaled from its own range by the pipeline too (mmcv's decoder gave value / 256: 3..19)."""
+    normalised by its percentiles by the pipeline too (mmcv's decoder gave value / 256:
+    3..19)."""
     ramp = np.linspace(1000, 5000, 48 * 40).reshape(48, 40).astype(np.uint16)
     rgb16 = np.dstack([ramp, ramp[::-1], np.full_like(ramp, 3000)])
     pixels = {1: ramp, 3: rgb16, 4: np.dstack([rgb16, np.full_like(ramp, 65535)])}[channels]
@@ -78,8 +133,8 @@ def test_pipeline_and_read_image_give_the_same_pixels(tmp_path: Path, suffix: st
     assert np.array_equal(loaded, hw3.read_image(path, bgr=True))
     assert np.array_equal(loaded[..., ::-1], hw3.read_image(path))
     assert loaded.min() == 0 and loaded.max() == 255
-    expected = np.rint((ramp.astype(np.float32) - 1000) * 255 / 4000).astype(np.uint8)
-    assert np.array_equal(loaded[..., 2 if channels > 1 else 0], expected)  # red, as BGR
+    want = csbdeep_normalize(ramp if channels == 1 else rgb16)
+    assert_close(loaded[..., ::-1], want if channels > 1 else np.repeat(want[..., None], 3, 2))
 
 
 def test_decoding_options_read_image_would_ignore_are_refused() -> None:
@@ -90,8 +145,8 @@ def test_decoding_options_read_image_would_ignore_are_refused() -> None:
 
 
 def test_unsupported_image_kinds_name_the_file(tmp_path: Path) -> None:
-    bad = tmp_path / 'float.tif'
-    tifffile.imwrite(bad, np.zeros((8, 8), np.float32))
+    bad = tmp_path / 'complex.tif'  # float32 is read now; complex numbers are no image
+    tifffile.imwrite(bad, np.zeros((8, 8), np.complex64))
     with pytest.raises(hw3.HW3FormatError, match='unsupported pixel type') as err:
         _load(bad)
     assert str(bad) in str(err.value)

@@ -3,19 +3,14 @@
     python tools/predict.py CHECKPOINT INPUT... --out-dir DIR [--score-thr 0.5]
         [--config CONFIG] [--device cpu|cuda:0] [--cfg-options key=value ...] [--overwrite]
 
-The model's config is the one saved in the checkpoint (--config names another; the older form
-`predict.py CONFIG CHECKPOINT INPUT...` works too). INPUT: image files (TIFF, PNG, JPEG; any
-size), folders of them, or glob patterns (quote them; `**` recurses). Per image DIR gets
-<stem>_labels.tif (instance ids, uint16/uint32), <stem>_classes.tif (0 background, 1..K),
-<stem>_overlay.png and <stem>.geojson; DIR/instances.csv lists every instance. An image that
-fails is reported (DIR/failed.csv) and the others go on; a rerun into the same DIR skips the
-images already done. The rules are in cellseg/apis/predict.py.
+INPUT: image files (TIFF, PNG, JPEG; any size), folders of them, or glob patterns (quoted; `**`
+recurses). The outputs, and what happens to bad images, killed runs and earlier outputs, are
+described in cellseg/apis/predict.py and docs/outputs.md.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -29,8 +24,8 @@ from cellseg.apis.predict import (  # noqa: E402
     collect_images,
     load_model,
     predict_files,
-    prepare_output_dir,
 )
+from cellseg.apis.prediction_folder import prediction_run, prepare_output_dir  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--overwrite', action='store_true', help='replace the outputs of '
                         'another prediction in --out-dir (otherwise refused)')
     args = parser.parse_args(argv)
+    if not 0.0 <= args.score_thr <= 1.0:
+        parser.error(f'--score-thr must be in [0, 1], got {args.score_thr}')
     if args.checkpoint.endswith('.py') and args.config is None:  # CONFIG CHECKPOINT INPUT...
         args.config, args.checkpoint = args.checkpoint, args.inputs.pop(0)
         if not args.inputs:
@@ -58,21 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
-    if not 0.0 <= args.score_thr <= 1.0:
-        print(f'error: --score-thr must be in [0, 1], got {args.score_thr}', file=sys.stderr)
-        return 2
     # everything that can be checked before the model loads: inputs, output folder
     paths, unreadable = check_images(collect_images(args.inputs))
-    for _, problem in unreadable:
-        print(f'error: {problem} (skipped)', file=sys.stderr)
-    # what makes two runs the same prediction; the checkpoint by path, size and time, so a
-    # retrained model written to the same path is another run
-    stat = os.stat(args.checkpoint) if os.path.isfile(args.checkpoint) else None
-    run = dict(checkpoint=os.path.abspath(args.checkpoint), score_thr=args.score_thr,
-               checkpoint_bytes=stat and stat.st_size,
-               checkpoint_mtime_ns=stat and stat.st_mtime_ns,
-               config=os.path.abspath(args.config) if args.config else None,
-               cfg_options=str(args.cfg_options or ''))
+    run = prediction_run(args.checkpoint, args.score_thr, args.config, args.cfg_options)
     prepare_output_dir(args.out_dir, run, args.overwrite)
     model = load_model(args.checkpoint, args.config, args.device, args.score_thr,
                        args.cfg_options)

@@ -13,12 +13,12 @@ and for the whole run ``instances.csv``, one row per instance (``CSV_COLUMNS``),
 ``failed.csv`` (image, error) when some images could not be predicted.
 
 Nothing finished is lost. Each image's rows are appended to ``instances.csv`` as the image
-finishes (flushed to disk) and kept in ``.cellseg_predict/rows/<stem>.csv``, written after the
-image's other files; a rerun of the same run (same checkpoint, threshold and options, recorded
-in ``.cellseg_predict/run.json``) skips the images whose rows exist and ends with the
-``instances.csv`` an uninterrupted run writes. An output folder holding another run's outputs
-is refused unless ``overwrite`` clears them first. An image that cannot be read or predicted is
-reported and the run goes on with the others.
+finishes (flushed to disk), then kept in ``.cellseg_predict/rows/<stem>.csv``, which marks the
+image done; a rerun of the same run (``cellseg.apis.prediction_folder``: same checkpoint,
+threshold and options) skips the images marked done and ends with the ``instances.csv`` an
+uninterrupted run writes. An output folder holding another run's outputs is refused unless
+``overwrite`` clears them first. An image that cannot be read or predicted is reported and the
+run goes on with the others.
 
 Label image rules. Mask R-CNN masks of neighbouring cells may overlap; a label image cannot, so
 the higher score wins the pixel (instances are painted in increasing score order). An instance
@@ -28,8 +28,9 @@ the CSV are measured on the label image, so they agree with what a viewer shows,
 overlapping raw masks: box = (x, y, w, h) of the pixel extent (COCO convention), centroid = mean
 pixel column and row (pixel centres at integer coordinates).
 
-Images are read with ``cellseg.formats.hw3.read_image`` (the training rules: alpha dropped, grey
-replicated, 16-bit rescaled) and predicted by ``mmdet.apis.inference_detector``; a config with
+Images are read with ``cellseg.formats.images.read_image`` (the training rules: alpha dropped,
+grey replicated, other types than uint8 normalised by the percentiles of the model's config)
+and predicted by ``mmdet.apis.inference_detector``; a config with
 ``TiledMaskRCNN`` (``cellseg.models.detectors.tiled_mask_rcnn``) tiles large images with no
 change here. The model and its config come from the checkpoint (``cellseg.apis.saved_config``).
 """
@@ -38,11 +39,8 @@ from __future__ import annotations
 import csv
 import glob
 import io
-import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -55,9 +53,11 @@ import torch
 from scipy import ndimage
 
 from cellseg.apis.config_helpers import set_classes
+from cellseg.apis.prediction_folder import CSV_NAME, FAILED_NAME, STATE_DIR, append_durably
 from cellseg.apis.saved_config import config_from_checkpoint
 from cellseg.engine.checkpoint_loader import read_checkpoint
-from cellseg.formats.hw3 import TIFF_SUFFIXES, HW3FormatError, read_image, tiff_shape
+from cellseg.formats.hw3 import HW3FormatError
+from cellseg.formats.images import PERCENTILES, TIFF_SUFFIXES, read_image, tiff_shape
 from cellseg.formats.qupath_geojson import geojson_bytes, instances_to_geojson
 from cellseg.structures.label_images import class_map, paint_labels
 from cellseg.utils.fileio import atomic_write_bytes
@@ -65,13 +65,8 @@ from cellseg.utils.spreadsheet import SafeDictWriter, spreadsheet_safe
 from cellseg.visualization.visualize import overlay_instances, palette_for, write_png
 
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, '.png', '.jpg', '.jpeg')
-CSV_NAME = 'instances.csv'
-FAILED_NAME = 'failed.csv'
 CSV_COLUMNS = ('image', 'instance_id', 'class_id', 'class_name', 'score', 'area', 'bbox_x',
                'bbox_y', 'bbox_w', 'bbox_h', 'centroid_x', 'centroid_y')
-# what one image's outputs are named, after its stem
-OUTPUT_SUFFIXES = ('_labels.tif', '_classes.tif', '_overlay.png', '.geojson')
-STATE_DIR = '.cellseg_predict'
 _GLOB_CHARS = set('*?[')
 
 
@@ -116,8 +111,9 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 def check_images(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Split ``paths`` into the images that look readable and ``(path, problem)`` for those
-    that do not (empty files, broken TIFF headers), before any prediction runs; the pixels are
-    checked when an image is read. Raises the first problem when no image is readable."""
+    that do not (empty files, broken TIFF headers; each reported on stderr as it is found),
+    before any prediction runs; the pixels are checked when an image is read. Raises the first
+    problem when no image is readable."""
     good, bad = [], []
     for p in paths:
         try:
@@ -128,6 +124,8 @@ def check_images(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, st
     if not good and bad:
         raise HW3FormatError(bad[0][1] + (f' (and {len(bad) - 1} more unreadable)'
                                           if len(bad) > 1 else ''))
+    for _, problem in bad:
+        print(f'error: {problem} (skipped)', file=sys.stderr)
     return good, bad
 
 
@@ -189,8 +187,11 @@ def load_model(checkpoint: str | os.PathLike, config: str | os.PathLike | None =
     rcnn = cfg.model.get('test_cfg', {}).get('rcnn')
     if score_thr is not None and rcnn is not None:
         rcnn.score_thr = score_thr
+    percentiles = _take_reading_percentiles(cfg)
     device = device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
-    return init_detector(cfg, os.fspath(checkpoint), device=device)
+    model = init_detector(cfg, os.fspath(checkpoint), device=device)
+    model.image_percentiles = percentiles
+    return model
 
 
 def model_classes(model: torch.nn.Module) -> tuple[list[str], list[tuple[int, int, int]]]:
@@ -202,6 +203,23 @@ def model_classes(model: torch.nn.Module) -> tuple[list[str], list[tuple[int, in
 
         names = list(CLASS_NAMES)
     return names, palette_for(meta, len(names))
+
+
+def _take_reading_percentiles(cfg) -> tuple[float, float]:
+    """The image percentiles of the config's test pipeline (its ``LoadCellImageFromFile``),
+    taken out of it: ``inference_detector`` swaps that step for mmdet's
+    ``LoadImageFromNDArray``, which has no such option."""
+    pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', [])
+    for step in pipeline:
+        if step.get('type') == 'LoadCellImageFromFile':
+            return tuple(step.pop('percentiles', PERCENTILES))
+    return PERCENTILES
+
+
+def reading_percentiles(model: torch.nn.Module) -> tuple[float, float]:
+    """The image percentiles the model was trained with (from the config saved in its
+    checkpoint, by ``load_model``), so prediction sees the pixels training saw."""
+    return getattr(model, 'image_percentiles', PERCENTILES)
 
 
 def predict_image(model: torch.nn.Module, path: str | os.PathLike, score_thr: float = 0.0
@@ -218,7 +236,7 @@ def predict_image(model: torch.nn.Module, path: str | os.PathLike, score_thr: fl
 
     from cellseg.structures.mask_crops import crop_from_rle, crops_from_tensor
 
-    image = read_image(path)
+    image = read_image(path, percentiles=reading_percentiles(model))
     # mmdet's pipeline expects BGR as OpenCV decodes it; read_image applied the HW3 rules
     result = inference_detector(model, np.ascontiguousarray(image[..., ::-1]))
     inst = result.pred_instances
@@ -319,51 +337,6 @@ class PredictSummary:
     per_class: dict[str, int]
 
 
-def _describe(run: dict) -> str:
-    return ', '.join(f'{k} {v}' for k, v in run.items())
-
-
-def _our_outputs(out_dir: Path) -> list[Path]:
-    found = [p for p in out_dir.iterdir() if p.is_file()
-             and (p.name in (CSV_NAME, FAILED_NAME) or p.name.endswith(OUTPUT_SUFFIXES))]
-    return found + ([out_dir / STATE_DIR] if (out_dir / STATE_DIR).exists() else [])
-
-
-def prepare_output_dir(out_dir: str | Path, run: dict, overwrite: bool = False) -> Path:
-    """Make ``out_dir`` ready for the prediction ``run`` (what identifies it: checkpoint,
-    threshold, options), before the model loads: it must be writable; it may hold an earlier
-    run of the same prediction (whose finished images are then skipped), but another run's
-    outputs only with ``overwrite``, which deletes them (instances.csv, failed.csv, the
-    per-image outputs and the run's state; nothing else).
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=out_dir)  # PermissionError: refused
-    os.close(fd)
-    os.unlink(probe)
-    state = out_dir / STATE_DIR / 'run.json'
-    previous = json.loads(state.read_text()) if state.is_file() else None
-    existing = _our_outputs(out_dir)
-    if existing and previous != run:
-        if not overwrite:
-            what = (f'the outputs of another prediction ({_describe(previous)})' if previous
-                    else f'outputs of an earlier prediction ({existing[0].name}, ...)')
-            raise ValueError(f'{out_dir}: holds {what}; pass --overwrite to replace them, or '
-                             'choose another --out-dir')
-        for path in existing:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-    (out_dir / STATE_DIR / 'rows').mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(state, json.dumps(run, sort_keys=True).encode())
-    return out_dir
-
-
-def _append_durably(path: Path, data: bytes) -> None:
-    with open(path, 'ab') as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def predict_files(model: torch.nn.Module, paths: Sequence[Path], out_dir: str | Path,
                   score_thr: float = 0.5, progress: bool = True,
                   failed: Sequence[tuple[Path, str]] = ()) -> PredictSummary:
@@ -401,7 +374,7 @@ def predict_files(model: torch.nn.Module, paths: Sequence[Path], out_dir: str | 
             print(f'error: {failed[-1][1]}', file=sys.stderr)
             continue
         data = csv_bytes(rows, header=False)
-        _append_durably(csv_path, data)
+        append_durably(csv_path, data)
         # the image counts as done once its rows are in both places; killed in between, it is
         # predicted again and instances.csv rewritten from these files
         atomic_write_bytes(rows_dir / f'{name}.csv', data)

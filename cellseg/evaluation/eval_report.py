@@ -45,7 +45,8 @@ from pycocotools.cocoeval import COCOeval
 
 from cellseg.evaluation.coco_nuclei_metrics import coco_nuclei_metrics
 from cellseg.evaluation.metrics.cell_coco_metric import average_precision
-from cellseg.formats.hw3 import TEST_DIR, read_image
+from cellseg.formats.hw3 import TEST_DIR
+from cellseg.formats.images import read_image
 from cellseg.structures.label_images import class_map, crops_of_rles, paint_labels
 from cellseg.utils.fileio import atomic_write_bytes
 from cellseg.utils.spreadsheet import spreadsheet_safe

@@ -10,13 +10,8 @@ Layout::
 Every non-zero value of ``classK.tif`` is one instance of class K. Real masks are float64; any
 integer dtype is accepted too. A class file may be absent (no instance of that class).
 
-Image conversion rules (the same for training, testing and prediction):
-
-- RGBA: the alpha channel is dropped (real HW3 images have alpha 255 everywhere; a partly
-  transparent image is converted the same way and a warning names it).
-- grey (HxW or HxWx1): replicated to three channels.
-- uint16: rescaled linearly from the image's own [min, max] to [0, 255]. Microscopy 16-bit data
-  rarely uses the full range (12-bit cameras), so a fixed ``>> 8`` would leave it nearly black.
+Images are read by ``cellseg.formats.images`` (the same rules for training, testing and
+prediction: alpha dropped, grey replicated, other types than uint8 normalised by percentiles).
 """
 from __future__ import annotations
 
@@ -29,10 +24,15 @@ from pathlib import Path, PureWindowsPath
 from typing import NamedTuple
 
 import numpy as np
-import tifffile
 from scipy import ndimage
 
-from cellseg.formats.problems import is_int, raise_problems, short_repr
+from cellseg.formats.images import (  # noqa: F401  (read_image: the data's reader)
+    TIFF_SUFFIXES,
+    read_image,
+    read_tiff,
+    tiff_shape,
+)
+from cellseg.formats.problems import FormatError, is_int, raise_problems, short_repr
 from cellseg.structures.rle import encode_instances
 
 # The competition's four classes; other data brings its own (``data_classes``).
@@ -41,15 +41,15 @@ CLASSES_TXT = 'classes.txt'  # optional, in the data root: one class name a line
 IMAGE_FILE = 'image.tif'
 TEST_DIR = 'test_release'
 TEST_ID_MAP = 'test_image_name_to_ids.json'
-TIFF_SUFFIXES = ('.tif', '.tiff')
 ID_MAP_KEYS = ('file_name', 'id', 'height', 'width')
 _CLASS_FILE = re.compile(r'^class(\d+)\.tiff?$', re.IGNORECASE)
 
 logger = logging.getLogger(__name__)
 
 
-class HW3FormatError(ValueError):
-    """A file of an HW3 data root is unreadable or breaks the format; the message names it."""
+# A file of an HW3 data root is unreadable or breaks the format; the message names it. The
+# formats' one error type: an image read by cellseg.formats.images raises the same.
+HW3FormatError = FormatError
 
 
 @dataclass(frozen=True)
@@ -156,84 +156,6 @@ def load_id_map(path: str | Path) -> dict[int, ImageInfo]:
     return infos
 
 
-def _read_tiff(path: Path) -> np.ndarray:
-    try:
-        return tifffile.imread(path)
-    except Exception as e:  # tifffile raises many types for empty, truncated or foreign files
-        raise HW3FormatError(f'{path}: cannot read as TIFF ({type(e).__name__}: {e})') from e
-
-
-def tiff_shape(path: str | Path) -> tuple[int, int]:
-    """Height and width of a TIFF from its header, without decoding the pixels."""
-    path = Path(path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            shape = tif.series[0].shape
-            axes = tif.series[0].axes
-    except Exception as e:
-        raise HW3FormatError(f'{path}: cannot read as TIFF ({type(e).__name__}: {e})') from e
-    if 'Y' not in axes or 'X' not in axes:
-        raise HW3FormatError(f'{path}: not a 2-D image (axes {axes}, shape {shape})')
-    return int(shape[axes.index('Y')]), int(shape[axes.index('X')])
-
-
-def to_rgb_uint8(pixels: np.ndarray, source: str | Path = '<array>',
-                 bgr: bool = False) -> np.ndarray:
-    """Convert grey/RGB/RGBA, uint8/uint16 pixels to HxWx3 uint8 RGB (rules in the module doc),
-    or BGR with ``bgr``: the channel order is chosen in the one copy that drops alpha, so the
-    data loader does not copy the image a second time to reorder it."""
-    if pixels.ndim == 3 and pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
-    if pixels.ndim == 2:
-        pixels = np.repeat(pixels[..., None], 3, axis=-1)
-    elif pixels.ndim == 3 and pixels.shape[-1] == 4:
-        alpha = pixels[..., 3]
-        if alpha.min() != alpha.max():
-            logger.warning('%s: alpha channel is not uniform; it is ignored (pixels are used as '
-                           'they are, not composited)', source)
-        pixels = pixels[..., 2::-1] if bgr else pixels[..., :3]
-    elif pixels.ndim == 3 and pixels.shape[-1] == 3:
-        if bgr:
-            pixels = pixels[..., ::-1]
-    else:
-        raise HW3FormatError(f'{source}: expected a grey, RGB or RGBA image, got shape '
-                             f'{pixels.shape}')
-    if pixels.dtype == np.uint8:
-        return np.ascontiguousarray(pixels)
-    if pixels.dtype == np.uint16:
-        lo, hi = int(pixels.min()), int(pixels.max())
-        if hi == lo:
-            return np.zeros(pixels.shape, np.uint8)
-        scaled = (pixels.astype(np.float32) - lo) * (255.0 / (hi - lo))
-        return np.rint(scaled).astype(np.uint8)
-    raise HW3FormatError(f'{source}: unsupported pixel type {pixels.dtype} (uint8 or uint16 '
-                         'expected)')
-
-
-def read_image(path: str | Path, bgr: bool = False) -> np.ndarray:
-    """Read an image file (TIFF, PNG, JPEG) as HxWx3 uint8 RGB (BGR with ``bgr``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise HW3FormatError(f'{path}: image file not found')
-    flip = bgr
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        pixels = _read_tiff(path)
-    else:
-        import cv2  # only non-TIFF images need OpenCV's decoders
-
-        # IMREAD_UNCHANGED keeps 16 bits and alpha, so the rules above apply as for a TIFF
-        # (cv2's colour decode, which mmcv uses, would divide 16-bit values by 256)
-        pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if pixels is None:
-            raise HW3FormatError(f'{path}: cannot decode image')
-        # OpenCV decodes to BGR(A): reversing it gives RGB, keeping it gives BGR, and
-        # to_rgb_uint8 does either in its one copy
-        flip = not bgr
-    if pixels.ndim >= 2 and min(pixels.shape[:2]) == 0:
-        raise HW3FormatError(f'{path}: image is empty (shape {pixels.shape})')
-    return to_rgb_uint8(pixels, path, flip)
-
-
 def read_instance_map(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     """Read one ``classK.tif`` as an int64 HxW id map and check it.
 
@@ -241,7 +163,7 @@ def read_instance_map(path: str | Path, shape: tuple[int, int]) -> np.ndarray:
     or fractional values.
     """
     path = Path(path)
-    values = _read_tiff(path)
+    values = read_tiff(path)
     if values.ndim == 3 and values.shape[-1] == 1:
         values = values[..., 0]
     if values.shape != tuple(shape):

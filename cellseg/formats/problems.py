@@ -7,6 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 
+class FormatError(ValueError):
+    """A file breaks the format it should have (unreadable, wrong shape or values); the message
+    starts with the file's path."""
+
+
 def is_int(v: Any) -> bool:
     # bool is an int subclass, but `true` as an id is a bug, not an id; numpy ints are Integral.
     # The exact-type test first: the ABC check costs ~1 us, ten of them per detection.

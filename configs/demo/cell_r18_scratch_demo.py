@@ -38,7 +38,7 @@ model = dict(
     test_cfg=dict(rpn=dict(nms_pre=1000, max_per_img=500), rcnn=dict(max_per_img=300)))
 
 train_pipeline = [
-    dict(type='LoadCellImageFromFile'),
+    dict(type='LoadCellImageFromFile', percentiles=_base_.image_percentiles),
     dict(type='LoadCellAnnotations', with_bbox=True, with_mask=True),
     dict(type='RandomCrop', crop_size=(256, 256), recompute_bbox=True, allow_negative_crop=True),
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1, 1), min_gt_mask_area=1, by_mask=True,

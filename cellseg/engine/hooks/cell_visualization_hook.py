@@ -13,7 +13,8 @@ from mmdet.structures import DetDataSample
 from mmengine.runner import Runner
 from mmengine.utils import mkdir_or_exist
 
-from cellseg.formats.hw3 import IMAGE_FILE, read_image
+from cellseg.formats.hw3 import IMAGE_FILE
+from cellseg.formats.images import read_image
 from cellseg.structures.rle import rle_pixels
 
 
@@ -55,9 +56,9 @@ def picture_name(img_path: str) -> str:
 class CellVisualizationHook(DetVisualizationHook):
     """``DetVisualizationHook`` (same arguments) that
 
-    - reads each image with ``cellseg.formats.hw3.read_image``, the reader of training, testing
+    - reads each image with ``cellseg.formats.images.read_image``, the reader of training, testing
       and prediction (the parent's ``mmcv.imfrombytes`` shows a 16-bit image as ``value / 256``,
-      nearly black for a 12-bit camera, instead of rescaled from its own range),
+      nearly black for a 12-bit camera, instead of normalised by its percentiles),
     - draws predicted masks given as RLE lists (``ChunkedMaskHead``, ``TiledMaskRCNN``), on which
       the parent's visualizer crashes (``drawable_sample``), and
     - names test pictures so that HW3's training images do not overwrite each other.

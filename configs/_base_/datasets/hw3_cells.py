@@ -4,9 +4,14 @@ dataset_type = 'CellDataset'
 data_root = 'data/hw3/'
 ann_dir = 'annotations/'  # relative to data_root: where hw3_to_coco.py --out-dir wrote the JSON
 backend_args = None
+# Images other than uint8 (16-bit, float) are normalised from these percentiles of each image to
+# 0..255 (csbdeep/StarDist's normalize(img, 1, 99.8)): one outlier pixel cannot set the contrast.
+# Saved with every checkpoint, so prediction reads images as training did.
+image_percentiles = (1.0, 99.8)
 
 train_pipeline = [
-    dict(type='LoadCellImageFromFile', backend_args=backend_args),
+    dict(type='LoadCellImageFromFile', percentiles=image_percentiles,
+         backend_args=backend_args),
     dict(type='LoadCellAnnotations', with_bbox=True, with_mask=True),
     # No resizing: the original study trained at native resolution, and cells are 8-40 px, so
     # downscaling would erase the small ones. Only images over 1024 px (up to 2500 px occur) are
@@ -22,7 +27,8 @@ train_pipeline = [
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadCellImageFromFile', backend_args=backend_args),
+    dict(type='LoadCellImageFromFile', percentiles=image_percentiles,
+         backend_args=backend_args),
     # A no-op resize: mmdet's heads read `scale_factor` to map boxes back to the original image.
     dict(type='Resize', scale_factor=1.0, keep_ratio=True),
     dict(type='PackDetInputs',
