@@ -254,3 +254,27 @@ def test_prediction_reads_images_with_the_percentiles_training_used(checkpoint: 
     assert np.array_equal(predicted_on, trained_on[..., ::-1])
     assert np.array_equal(predicted_on, read_image(path, percentiles=(5.0, 95.0)))
     assert not np.array_equal(predicted_on, read_image(path))  # the percentiles matter here
+
+
+def test_the_output_threshold_in_the_box_head_changes_no_output(checkpoint: Path,
+                                                                nine_images: Path,
+                                                                tmp_path: Path) -> None:
+    """Dropping detections below the output threshold before the mask head (load_model's
+    score_thr) writes what predicting at the config's low threshold and filtering afterwards
+    wrote: a detection below it cannot change NMS or the top-k of those above it."""
+    from cellseg.apis.predict import collect_images, load_model, predict_files
+
+    paths = collect_images([nine_images])
+    thr = 0.15
+    early = load_model(checkpoint, device='cpu', score_thr=thr)
+    assert early.test_cfg.rcnn.score_thr == thr
+    late = load_model(checkpoint, device='cpu',
+                      cfg_options={'model.test_cfg.rcnn.score_thr': 0.0})
+    for model, out in ((early, tmp_path / 'early'), (late, tmp_path / 'late')):
+        out.mkdir()
+        predict_files(model, paths, out, thr, progress=False)
+    rows = (tmp_path / 'early' / 'instances.csv').read_bytes()
+    assert rows.count(b'\n') > 10 and rows == (tmp_path / 'late' / 'instances.csv').read_bytes()
+    for name in ('img0_labels.tif', 'img4_labels.tif'):
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / 'early' / name),
+                                      tifffile.imread(tmp_path / 'late' / name))
