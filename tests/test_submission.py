@@ -22,6 +22,8 @@ from cellseg.formats.submission import (
     write_submission,
 )
 
+# The classes of the model the results come from: category ids 1..K.
+K = 4
 # Non-square images so that a transposed RLE size is detectable.
 IMAGES = [ImageInfo('a.tif', 1, 40, 60), ImageInfo('b.tif', 7, 32, 24),
           ImageInfo('c.tif', 3, 50, 50)]
@@ -67,9 +69,9 @@ def _write_id_map(path: Path, entries: list[dict]) -> Path:
     return path
 
 
-def _problems(results: list[dict], id_map: dict[int, ImageInfo]) -> str:
+def _problems(results: list[dict], id_map: dict[int, ImageInfo], num_classes: int = K) -> str:
     with pytest.raises(SubmissionError) as err:
-        validate_submission(results, id_map)
+        validate_submission(results, id_map, num_classes)
     return str(err.value)
 
 
@@ -84,8 +86,8 @@ def _no_output(out_dir: Path) -> None:
 @pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning')
 def test_valid_submission_round_trips(valid, id_map, tmp_path: Path) -> None:
     results, masks = valid
-    validate_submission(results, id_map)
-    json_path, zip_path = write_submission(results, tmp_path / 'out', id_map)
+    validate_submission(results, id_map, K)
+    json_path, zip_path = write_submission(results, tmp_path / 'out', id_map, K)
     assert json_path == tmp_path / 'out' / SUBMISSION_JSON
     assert zip_path == tmp_path / 'out' / 'submission.zip'
     with zipfile.ZipFile(zip_path) as zf:
@@ -107,7 +109,7 @@ def test_valid_submission_round_trips(valid, id_map, tmp_path: Path) -> None:
         assert decoded.shape == (info.height, info.width)
         np.testing.assert_array_equal(decoded, mask)
     # the written file passes the checker again
-    validate_submission(from_zip, id_map)
+    validate_submission(from_zip, id_map, K)
 
 
 def test_written_entries_are_normalized(valid, id_map, tmp_path: Path) -> None:
@@ -174,9 +176,9 @@ def test_summary(valid, id_map) -> None:
     (dict(image_id=999), 'image_id 999 is not in test_image_name_to_ids.json'),
     (dict(image_id='1'), 'image_id must be an int'),
     (dict(image_id=True), 'image_id must be an int'),
-    (dict(category_id=0), 'category_id must be an int in 1..4, got 0'),
-    (dict(category_id=5), 'category_id must be an int in 1..4, got 5'),
-    (dict(category_id=2.0), 'category_id must be an int in 1..4, got 2.0'),
+    (dict(category_id=0), "category_id must be an int in 1..4 (the model's classes), got 0"),
+    (dict(category_id=5), "category_id must be an int in 1..4 (the model's classes), got 5"),
+    (dict(category_id=2.0), "category_id must be an int in 1..4 (the model's classes), got 2.0"),
     (dict(bbox=[1.0, math.nan, 3.0, 4.0]), 'bbox must be 4 finite numbers'),
     (dict(bbox=[1.0, 2.0, 3.0]), 'bbox must be 4 finite numbers'),
     (dict(bbox=[1.0, 2.0, -3.0, 4.0]), 'bbox width and height must be >= 0'),
@@ -193,6 +195,33 @@ def test_invalid_field_is_named(valid, id_map, change: dict, expected: str) -> N
     msg = _problems(bad, id_map)
     assert msg.startswith(f'{SUBMISSION_JSON}: 1 problem:\n')
     assert f'entry 2: {expected}' in msg
+
+
+def test_category_ids_are_checked_against_the_model_s_class_count(valid, id_map,
+                                                                 tmp_path: Path) -> None:
+    results, _ = valid
+    five = copy.deepcopy(results)
+    five[1]['category_id'] = 5
+    validate_submission(five, id_map, 5)  # a model of 5 classes submits category 5
+    json_path, _ = write_submission(five, tmp_path, id_map, num_classes=5)
+    assert {e['category_id'] for e in json.loads(json_path.read_text())} == {1, 2, 3, 4, 5}
+    assert "entry 1: category_id must be an int in 1..4 (the model's classes), got 5" in \
+        _problems(five, id_map, 4)
+    one = [dict(e, category_id=1) for e in results]
+    validate_submission(one, id_map, 1)
+    assert "entry 0: category_id must be an int in 1..1 (the model's classes), got 2" in \
+        _problems([dict(results[0], category_id=2)], id_map, 1)
+    # without the class count, only a positive int is asked for
+    validate_submission(five, id_map)
+    assert 'entry 0: category_id must be an int >= 1, got 0' in \
+        _problems([dict(results[0], category_id=0)], id_map, None)
+
+
+def test_summary_names_every_class_of_the_model(valid, id_map) -> None:
+    results, _ = valid
+    names = ('tumour', 'lymphocyte', 'stroma', 'necrosis', 'other')
+    text = summarize_submission(results, id_map, names)
+    assert 'per class: tumour 2, lymphocyte 2, stroma 2, necrosis 1, other 0;' in text
 
 
 def test_transposed_rle_size_is_rejected(valid, id_map) -> None:

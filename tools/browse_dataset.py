@@ -3,7 +3,8 @@
     python tools/browse_dataset.py DATA_ROOT --out-dir DIR [--limit N]
 
 Writes DIR/<name>_gt.png per train/<name>/ folder: the image with every instance outlined in its
-class colour and a legend counting the instances per class. The masks are read through
+class colour and a legend counting the instances per class. The classes are the data root's, as
+data_prep/hw3_to_coco.py names them (classes.txt, else class1..classK). The masks are read through
 cellseg.formats.hw3 (not from the COCO files), so a conversion can be checked against its source.
 """
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cellseg.apis.cli import run_tool  # noqa: E402
-from cellseg.formats.hw3 import CLASS_NAMES, list_train_samples  # noqa: E402
-from cellseg.visualization.visualize import hw3_gt_overlay, palette_for, write_png  # noqa: E402
+from cellseg.formats.hw3 import data_classes, list_train_samples  # noqa: E402
+from cellseg.visualization.visualize import hw3_gt_overlay, write_png  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,11 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
-    samples = list_train_samples(args.data_root)[:args.limit]
-    palette = palette_for({}, len(CLASS_NAMES))
+    samples = list_train_samples(args.data_root)
+    # the data's classes, as the conversion names them: classes.txt, else class1..classK
+    classes = data_classes(args.data_root, samples)
+    samples = samples[:args.limit]
     for sample in tqdm(samples, desc='browse', unit='image'):
         write_png(Path(args.out_dir) / f'{sample.name}_gt.png',
-                  hw3_gt_overlay(sample, CLASS_NAMES, palette))
+                  hw3_gt_overlay(sample, classes))
     print(f'wrote {len(samples)} ground-truth overlays to {args.out_dir}')
     return 0
 

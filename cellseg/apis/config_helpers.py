@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
-from cellseg.formats.hw3 import CLASS_NAMES, TEST_DIR, TEST_ID_MAP, path_problem
+from cellseg.formats.hw3 import TEST_DIR, TEST_ID_MAP, path_problem
 
 _LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 _EVALUATORS = ('val_evaluator', 'test_evaluator')
@@ -159,7 +159,9 @@ def set_classes(cfg: Config, classes: tuple[str, ...]) -> None:
     _set_num_classes(cfg.model, len(classes))
 
 
-def _first_annotation_file(cfg: Config) -> str | None:
+def first_annotation_file(cfg: Config) -> str | None:
+    """The first annotation file of the config's datasets that exists (where the data's
+    classes are read), or None."""
     for key in _LOADERS:
         for ds in leaf_datasets(cfg.get(key)):
             ann = ds.get('ann_file')
@@ -183,7 +185,7 @@ def resolve_classes(cfg: Config, checkpoint: str | os.PathLike | None = None) ->
         classes = checkpoint_classes(checkpoint)
         source = f'checkpoint {checkpoint}'
     if classes is None:
-        source = _first_annotation_file(cfg)
+        source = first_annotation_file(cfg)
         if source is None:
             raise FileNotFoundError(f'{cfg.filename}: none of its annotation files exists, so '
                                     'the classes are unknown (run data_prep/hw3_to_coco.py and '
@@ -195,6 +197,15 @@ def resolve_classes(cfg: Config, checkpoint: str | os.PathLike | None = None) ->
                          f'{list(classes)}')
     set_classes(cfg, classes)
     return f'classes from {source}: {len(classes)} ({", ".join(classes)}); heads sized to them'
+
+
+def resolved_classes(cfg: Config) -> tuple[str, ...]:
+    """The classes the config's model is sized to: those ``resolve_classes`` set (from the
+    checkpoint or the data), else, for a config not resolved yet, those of its annotation files
+    (resolved here)."""
+    if configured_classes(cfg) is None:
+        resolve_classes(cfg)
+    return configured_classes(cfg)
 
 
 CPU_AMP_MODES = ('auto', 'bf16', 'off')
@@ -283,7 +294,7 @@ def configure_submission_run(cfg: Config, outfile_prefix: str) -> tuple[str, str
     id_map = osp.join(data_root, TEST_ID_MAP)
     if not osp.isfile(id_map):
         raise FileNotFoundError(f'{id_map}: not found (the competition test set comes with it)')
-    classes = configured_classes(cfg) or CLASS_NAMES
+    classes = resolved_classes(cfg)
     ann_path = os.fspath(atomic_write_json(f'{outfile_prefix}.{TEST_ANN}',
                                            build_test_coco(data_root, classes)))
     for ds in leaf_datasets(cfg.test_dataloader):
@@ -328,10 +339,10 @@ def use_test_ground_truth(cfg: Config, gt_path: str) -> None:
     # 'other', 'inflammatory', ...); the model's k-th class is category id k+1 either way, so the
     # test dataset takes the file's names, in id order, and per-class metrics carry them.
     names = annotation_classes(gt_path)
-    model_classes = configured_classes(cfg) or CLASS_NAMES
-    if len(names) != len(model_classes):
+    classes = resolved_classes(cfg)
+    if len(names) != len(classes):
         raise ValueError(f'{gt_path}: {len(names)} categories, but the model has '
-                         f'{len(model_classes)} classes ({", ".join(model_classes)})')
+                         f'{len(classes)} classes ({", ".join(classes)})')
     for ds in leaf_datasets(cfg.test_dataloader):
         ds.ann_file = gt_path
         ds.data_prefix = dict(img=prefix)

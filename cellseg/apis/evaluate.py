@@ -121,7 +121,9 @@ def submit(cfg: Config, out: str | Path, work_dir: str | None = None) -> dict:
         with open(f'{prefix}.segm.json') as f:
             results = json.load(f)
     id_map = load_id_map(id_map_path)
-    json_path, zip_path = write_submission(results, out, id_map)
-    print(summarize_submission(results, id_map))
+    # the model's classes (the checkpoint's, set by resolve_test_classes): category ids 1..K
+    classes = configured_classes(cfg)
+    json_path, zip_path = write_submission(results, out, id_map, len(classes))
+    print(summarize_submission(results, id_map, classes))
     print(f'submission checked against {id_map_path}: {json_path} and {zip_path}')
     return dict(json=str(json_path), zip=str(zip_path), entries=len(results))

@@ -9,7 +9,13 @@ from pathlib import Path
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from cellseg.apis.config_helpers import adapt_to_cpu, resolve_classes
+from cellseg.apis.config_helpers import (
+    adapt_to_cpu,
+    checkpoint_classes,
+    configured_classes,
+    first_annotation_file,
+    resolve_classes,
+)
 from cellseg.apis.pretrained import choose_pretrained, fetch_weights, reinitialised_weights
 from cellseg.engine.checkpoint_loader import CheckpointError, is_url, read_checkpoint
 
@@ -87,6 +93,34 @@ def resolve_resume(cfg: Config) -> tuple[str, bool] | None:
     return ('; '.join(notes), True) if notes else (f'resuming from {path}', False)
 
 
+def _resumed_checkpoint(cfg: Config) -> str | None:
+    """The local checkpoint ``--resume`` continues from once ``resolve_resume`` has run: the
+    ``load_from`` it set or was given, else the file ``last_checkpoint`` names (which mmengine
+    resumes from itself); None when nothing is resumed or the checkpoint is a URL."""
+    if not cfg.get('resume'):
+        return None
+    if cfg.get('load_from'):
+        return None if is_url(cfg.load_from) else cfg.load_from
+    pointer = Path(osp.abspath(cfg.work_dir)) / LAST_CHECKPOINT
+    text = pointer.read_text(encoding='utf-8').strip() if pointer.is_file() else ''
+    return text or None
+
+
+def check_resume_classes(cfg: Config, checkpoint: str) -> None:
+    """Refuse resuming ``checkpoint`` on data of other classes (the heads would not load and
+    the optimizer's state would not fit them), naming the checkpoint, the annotation file and
+    both class lists, before the Runner is built. Call after ``resolve_classes(cfg)``. A
+    checkpoint that names no classes (not one of tools/train.py) is not checked here."""
+    saved = checkpoint_classes(checkpoint)  # read once: the Runner's resume takes this dict
+    data = configured_classes(cfg)
+    if saved is not None and data is not None and tuple(saved) != tuple(data):
+        raise CheckpointError(
+            f'{checkpoint}: --resume: the checkpoint was trained on {len(saved)} classes '
+            f'{list(saved)}, but {first_annotation_file(cfg) or cfg.filename} has {len(data)} '
+            f'{list(data)}; train into another --work-dir (--pretrained FILE to start from its '
+            'weights) or resume with the data it was trained on')
+
+
 def build_runner(cfg: Config, cpu_amp: str | None = None,
                  pretrained: str | None = None) -> Runner:
     """The Runner of a training: heads sized to the data's classes, the weights to start from
@@ -100,6 +134,8 @@ def build_runner(cfg: Config, cpu_amp: str | None = None,
     resumed = resolve_resume(cfg)  # before the checkpoint is read and the Runner built
     if resumed is not None:
         (warnings if resumed[1] else notes).append(resumed[0])
+    if (resume_from := _resumed_checkpoint(cfg)) is not None:
+        check_resume_classes(cfg, resume_from)
     checkpoint = None
     if cfg.get('load_from') and (not cfg.get('resume') or not is_url(cfg.load_from)):
         # a refused or broken file stops here; the dict is kept for the Runner's own load

@@ -15,6 +15,9 @@ class CellDataset(CocoDataset):
     the annotation file and the entry. Nothing else differs from ``CocoDataset``.
     """
 
+    # mmdet's usual class default (as CocoDataset's METAINFO names COCO's 80): HW3's four. Runs
+    # never rely on it: tools/train.py gives the datasets the annotation files' classes and the
+    # later tools the checkpoint's meta.dataset_meta (config_helpers.resolve_classes).
     METAINFO = dict(
         classes=CLASS_NAMES,
         palette=list(CLASS_PALETTE))

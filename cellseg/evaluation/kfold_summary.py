@@ -30,9 +30,31 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
-def fold_table(best_rows: list[dict], class_names: tuple[str, ...]) -> str:
-    """Markdown table of segm AP, AP50 and per-class AP50 per fold, with mean and std."""
-    cols = ['coco/segm_mAP', 'coco/segm_mAP_50'] + [f'coco/segm_{c}_mAP_50' for c in class_names]
+def class_ap50_key(name: str) -> str:
+    """The key of a class's mask AP50 as the metric logs it (``classwise``)."""
+    return f'coco/segm_{name}_mAP_50'
+
+
+_HEAD, _TAIL = class_ap50_key('|').split('|')
+
+
+def logged_classes(rows: list[dict]) -> tuple[str, ...]:
+    """The classes the runs logged an AP50 for, in the metric's order: the classes of the data
+    they were validated on, whatever they are named (``classes.txt``'s names, ``class1..K``)."""
+    names: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key.startswith(_HEAD) and key.endswith(_TAIL) and len(key) > len(_HEAD + _TAIL):
+                names.setdefault(key[len(_HEAD):-len(_TAIL)])
+    return tuple(names)
+
+
+def fold_table(best_rows: list[dict], class_names: tuple[str, ...] | None = None) -> str:
+    """Markdown table of segm AP, AP50 and per-class AP50 per fold, with mean and std; the
+    classes are those the runs logged (``logged_classes``) unless ``class_names`` are given."""
+    if class_names is None:
+        class_names = logged_classes(best_rows)
+    cols = ['coco/segm_mAP', 'coco/segm_mAP_50'] + [class_ap50_key(c) for c in class_names]
     head = ['fold', 'epoch', 'AP', 'AP50'] + [f'{c} AP50' for c in class_names]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for f, row in enumerate(best_rows):

@@ -4,8 +4,11 @@ The test set is described by ``test_image_name_to_ids.json``, a JSON list of
 ``{"file_name": "x.tif", "id": int, "height": int, "width": int}``. A submission is a zip holding
 ``test-results.json`` at its root, a COCO results list of::
 
-    {"image_id": int, "category_id": 1..4, "bbox": [x, y, w, h], "score": 0..1,
+    {"image_id": int, "category_id": 1..K, "bbox": [x, y, w, h], "score": 0..1,
      "segmentation": {"size": [h, w], "counts": str}}
+
+with K the model's classes (HW3 has four; the checker is given K by the caller, which knows the
+model's classes from its checkpoint).
 
 MMDetection's ``CocoMetric(format_only=True, outfile_prefix=P)`` writes ``P.segm.json`` in exactly
 this format; ``tools/test.py`` loads it and hands it to :func:`write_submission`.
@@ -23,7 +26,7 @@ import os
 import tempfile
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,6 @@ from cellseg.utils.fileio import atomic_write_bytes
 
 SUBMISSION_JSON = 'test-results.json'
 SUBMISSION_ZIP = 'submission.zip'
-NUM_CLASSES = 4
 RESULT_KEYS = ('image_id', 'category_id', 'bbox', 'score', 'segmentation')
 
 # The characters of a compressed COCO RLE string ('0'..'o'; cellseg.structures.rle parses it):
@@ -163,7 +165,17 @@ def _segmentation_problems(seg: Any, info: ImageInfo | None,
     return problems
 
 
-def _entry_problems(entry: Any, id_map: dict[int, ImageInfo],
+def _category_problem(cat: Any, num_classes: int | None) -> str | None:
+    """Why ``cat`` is not a category id of a model of ``num_classes`` classes (1..K), or None;
+    with ``num_classes`` None only that it is a positive int is checked."""
+    if _is_int(cat) and 1 <= cat <= (num_classes or cat):
+        return None
+    ids = ('an int >= 1' if num_classes is None
+           else f"an int in 1..{num_classes} (the model's classes)")
+    return f'category_id must be {ids}, got {_short(cat)}'
+
+
+def _entry_problems(entry: Any, id_map: dict[int, ImageInfo], num_classes: int | None,
                     rle_known_valid: bool = False) -> list[str]:
     if not isinstance(entry, dict):
         return [f'not an object (got {type(entry).__name__})']
@@ -180,8 +192,8 @@ def _entry_problems(entry: Any, id_map: dict[int, ImageInfo],
         problems.append(f'image_id {image_id} is not in {TEST_ID_MAP}')
     else:
         info = id_map[image_id]
-    if not _is_int(cat) or not 1 <= cat <= NUM_CLASSES:
-        problems.append(f'category_id must be an int in 1..{NUM_CLASSES}, got {_short(cat)}')
+    if (why := _category_problem(cat, num_classes)) is not None:
+        problems.append(why)
     if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
             or not all(_is_real(v) and math.isfinite(v) for v in bbox)):
         problems.append(f'bbox must be 4 finite numbers [x, y, w, h], got {_short(bbox)}')
@@ -194,8 +206,10 @@ def _entry_problems(entry: Any, id_map: dict[int, ImageInfo],
 
 
 def validate_submission(results: list[dict], id_map: dict[int, ImageInfo],
-                        max_problems: int = 20) -> None:
-    """Check every entry of a COCO results list against the test images of ``id_map``.
+                        num_classes: int | None = None, max_problems: int = 20) -> None:
+    """Check every entry of a COCO results list against the test images of ``id_map`` and a
+    model of ``num_classes`` classes (category ids 1..K; give it: None only checks that each
+    is a positive int).
 
     Raises :class:`SubmissionError` listing the first ``max_problems`` problems and a count of the
     rest. Extra keys in an entry are allowed (they are dropped when written). An empty list passes:
@@ -206,7 +220,7 @@ def validate_submission(results: list[dict], id_map: dict[int, ImageInfo],
                               f'got {type(results).__name__}')
     valid = _valid_rles(results)
     problems = [f'entry {i}: {p}' for i, e in enumerate(results)
-                for p in _entry_problems(e, id_map, bool(valid[i]))]
+                for p in _entry_problems(e, id_map, num_classes, bool(valid[i]))]
     raise_problems(SubmissionError, SUBMISSION_JSON, problems, max_problems)
 
 
@@ -257,9 +271,10 @@ def check_submission_folder(out_path: str | Path) -> Path:
     return folder
 
 
-def write_submission(results: list[dict], out_path: str | Path,
-                     id_map: dict[int, ImageInfo]) -> tuple[Path, Path]:
-    """Validate ``results``, then write ``test-results.json`` and the zip holding it.
+def write_submission(results: list[dict], out_path: str | Path, id_map: dict[int, ImageInfo],
+                     num_classes: int | None = None) -> tuple[Path, Path]:
+    """Validate ``results`` (for a model of ``num_classes`` classes, see
+    :func:`validate_submission`), then write ``test-results.json`` and the zip holding it.
 
     ``out_path`` ending in ``.zip``: the zip goes there and the JSON beside it. Otherwise it is a
     directory (created if needed) receiving ``test-results.json`` and ``submission.zip``. The zip
@@ -268,7 +283,7 @@ def write_submission(results: list[dict], out_path: str | Path,
     Returns ``(json_path, zip_path)``.
     """
     json_path, zip_path = submission_paths(out_path)
-    validate_submission(results, id_map)
+    validate_submission(results, id_map, num_classes)
     # Everything is serialised in memory first, so a failure here touches no file.
     data = json.dumps([_normalized(e) for e in results], separators=(',', ':'),
                       allow_nan=False).encode()
@@ -289,12 +304,10 @@ def write_submission(results: list[dict], out_path: str | Path,
     return json_path, zip_path
 
 
-def _fmt_counts(counter: Counter, keys: Iterable[int]) -> str:
-    return ', '.join(f'class{k} {counter.get(k, 0)}' for k in keys)
-
-
-def summarize_submission(results: list[dict], id_map: dict[int, ImageInfo]) -> str:
-    """One short paragraph: entries, images with detections / total, per-class counts, scores."""
+def summarize_submission(results: list[dict], id_map: dict[int, ImageInfo],
+                         class_names: Sequence[str] = ()) -> str:
+    """One short paragraph: entries, images with detections / total, per-class counts (every
+    class of ``class_names``, the model's, by name; ids beyond them as ``classK``), scores."""
     total = len(id_map)
     if not results:
         return (f'0 entries: no detection on any of the {total} test images '
@@ -302,10 +315,11 @@ def summarize_submission(results: list[dict], id_map: dict[int, ImageInfo]) -> s
     images = {e.get('image_id') for e in results} & set(id_map)
     per_class = Counter(e.get('category_id') for e in results)
     scores = [float(e['score']) for e in results if _is_real(e.get('score'))]
-    classes = sorted(set(range(1, NUM_CLASSES + 1)) | {k for k in per_class if _is_int(k)})
+    ids = sorted(set(range(1, len(class_names) + 1)) | {k for k in per_class if _is_int(k)})
+    names = [class_names[k - 1] if 1 <= k <= len(class_names) else f'class{k}' for k in ids]
     text = (f'{len(results)} entries on {len(images)}/{total} test images '
             f'({total - len(images)} without any detection); per class: '
-            f'{_fmt_counts(per_class, classes)}')
+            + ', '.join(f'{name} {per_class.get(k, 0)}' for k, name in zip(ids, names)))
     if scores:
         mean = sum(scores) / len(scores)
         text += f'; scores {min(scores):.3f}..{max(scores):.3f} (mean {mean:.3f})'

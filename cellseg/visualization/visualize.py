@@ -144,11 +144,14 @@ def overlay_instances(image: np.ndarray, id_map: np.ndarray, class_map: np.ndarr
 
 
 def hw3_gt_overlay(sample: TrainSample, class_names: Sequence[str],
-                   palette: Sequence[Color]) -> np.ndarray:
+                   palette: Sequence[Color] | None = None) -> np.ndarray:
     """The ground truth of one HW3 train folder drawn straight from its ``classK.tif`` files
     (read and checked by ``cellseg.formats.hw3``, not through a converted COCO file), so a
     conversion can be checked by eye against its source. The legend counts the instances of
-    each class."""
+    each class. ``class_names`` are the data root's (``hw3.data_classes``); ``palette``, by
+    default the one ``set_classes`` gives a dataset of as many classes."""
+    if palette is None:
+        palette = palette_for({}, len(class_names))
     image = read_image(sample.image_path)
     maps = {k: read_instance_map(p, image.shape[:2]) for k, p in sample.class_paths.items()}
     counts = [sum(1 for _ in iter_instances(maps[k])) if k in maps else 0
