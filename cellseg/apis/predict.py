@@ -195,13 +195,13 @@ def load_model(checkpoint: str | os.PathLike, config: str | os.PathLike | None =
 
 
 def model_classes(model: torch.nn.Module) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """Class names and palette stored with the model (from its checkpoint and config)."""
+    """Class names and palette stored with the model (from its checkpoint and config;
+    ``load_model`` refuses a checkpoint without classes)."""
     meta = getattr(model, 'dataset_meta', None) or {}
     names = list(meta.get('classes') or [])
     if not names:
-        from cellseg.formats.hw3 import CLASS_NAMES
-
-        names = list(CLASS_NAMES)
+        raise ValueError('the model has no classes (dataset_meta.classes): load it with '
+                         'load_model, which takes them from its checkpoint')
     return names, palette_for(meta, len(names))
 
 
