@@ -85,8 +85,8 @@ class WeightsAtFirstIteration(Hook):
 def test_fine_tuning_from_a_url_loads_every_matching_weight_and_reinitialises_the_class_layers(
         served, zoo_checkpoint: Path, tiny_root: Path, tiny_ann: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from cellseg.apis.train import build_runner
-    from tools.train import build_config, parse_args
+    from cellseg.apis.train import build_runner, training_config
+    from tools.train import parse_args
 
     url, requests = served
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
@@ -101,7 +101,7 @@ def test_fine_tuning_from_a_url_loads_every_matching_weight_and_reinitialises_th
                        # few RoIs: weights are what this test is about, not the heads' work
                        'model.train_cfg.rpn_proposal.max_per_img=64',
                        'model.train_cfg.rcnn.sampler.num=16'])
-    cfg = build_config(args)
+    cfg = training_config(args)
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None  # two iterations, nothing else
     runner = build_runner(cfg, cpu_amp='off')
     snapshot = WeightsAtFirstIteration()

@@ -1,5 +1,5 @@
 """Run the project's command lines (``tools/*.py``, ``data_prep/*.py``) as a user runs them, each
-in a process of its own, without paying for importing torch, mmengine, mmdet and cellseg again in
+in a process of its own, without paying for importing torch, mmengine and mmdet again in
 every one of them (seconds per run, most of a test's time for the tiny models).
 
 Each run is a child forked from one server process that imported those libraries once and did
@@ -23,10 +23,10 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# third-party libraries only: a tool must import the cellseg modules it needs itself (a
+# preloaded cellseg would let a tool that forgets one pass its tests)
 PRELOAD = ['torch', 'cv2', 'matplotlib.pyplot', 'mmengine.runner', 'mmdet.apis', 'mmdet.models',
-           'mmdet.datasets', 'mmdet.evaluation', 'mmdet.engine', 'mmdet.visualization',
-           'cellseg.apis.evaluate', 'cellseg.apis.predict',
-           'cellseg.datasets', 'cellseg.models', 'cellseg.evaluation', 'cellseg.engine']
+           'mmdet.datasets', 'mmdet.evaluation', 'mmdet.engine', 'mmdet.visualization']
 _context = None
 
 

@@ -9,17 +9,14 @@ rules are in cellseg/evaluation/label_folders.py, the metrics in nuclei_metrics.
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cellseg.apis.cli import run_tool  # noqa: E402
 from cellseg.evaluation.label_folders import evaluate_label_folders  # noqa: E402
+from cellseg.utils.fileio import atomic_write_json, json_safe  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,29 +33,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _json_safe(obj):
-    """NaN (an undefined class score) becomes null: JSON has no NaN."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_json_safe(v) for v in obj]
-    return None if isinstance(obj, float) and math.isnan(obj) else obj
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Temporary file in the same folder, then os.replace: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(_json_safe(obj), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # bad inputs: one line `error: <file>: <problem>` and status 1 (run_tool)
@@ -69,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in result['summary'].items():
         print(f'{key:<16} {value:>8.4f}' if isinstance(value, float) else f'{key:<16} {value:>8}')
     if args.out:
-        write_json_atomic(Path(args.out).resolve(), result)
+        atomic_write_json(args.out, json_safe(result))
     return 0
 
 

@@ -12,12 +12,10 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config  # noqa: E402
-
 from cellseg.apis.cli import run_tool  # noqa: E402
-from cellseg.apis.config_helpers import CPU_AMP_MODES, add_common_args, load_config  # noqa: E402
+from cellseg.apis.config_helpers import CPU_AMP_MODES, add_common_args  # noqa: E402
 from cellseg.apis.pretrained import CHOICES  # noqa: E402
-from cellseg.apis.train import build_runner  # noqa: E402
+from cellseg.apis.train import build_runner, training_config  # noqa: E402
 from cellseg.engine.quiet_logs import drop_mmengine_deprecation_notices  # noqa: E402
 
 
@@ -39,20 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> Config:
-    cfg = load_config(args)
-    if args.auto_scale_lr:
-        cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume:
-        cfg.resume, cfg.load_from = True, args.resume
-    return cfg
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    runner = build_runner(build_config(args), args.cpu_amp,
+    runner = build_runner(training_config(args), args.cpu_amp,
                           None if args.resume else args.pretrained)
     drop_mmengine_deprecation_notices(runner.logger)
     runner.train()

@@ -2,6 +2,7 @@
 Runner is built, so that what can fail fails before the first iteration."""
 from __future__ import annotations
 
+import argparse
 import os.path as osp
 import re
 from pathlib import Path
@@ -14,10 +15,25 @@ from cellseg.apis.config_helpers import (
     checkpoint_classes,
     configured_classes,
     first_annotation_file,
+    load_config,
     resolve_classes,
 )
 from cellseg.apis.pretrained import choose_pretrained, fetch_weights, reinitialised_weights
 from cellseg.engine.checkpoint_loader import CheckpointError, is_url, read_checkpoint
+
+
+def training_config(args: argparse.Namespace) -> Config:
+    """The config of ``tools/train.py``'s arguments: the common options, ``--auto-scale-lr``
+    and ``--resume`` (without a file: the work dir's latest checkpoint)."""
+    cfg = load_config(args)
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    return cfg
+
 
 LAST_CHECKPOINT = 'last_checkpoint'  # mmengine's CheckpointHook: the path of the latest save
 _RESUMABLE = re.compile(r'^(?:epoch|iter)_(\d+)\.pth$')

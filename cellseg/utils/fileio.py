@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -48,3 +49,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Serialise ``obj`` as compact JSON and write it atomically."""
     return atomic_write_bytes(path, json.dumps(obj, separators=(',', ':')).encode())
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN float (an undefined score, say) as None: JSON has no NaN, and
+    ``json.dumps`` would write one that other readers refuse."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return None if isinstance(obj, float) and math.isnan(obj) else obj
