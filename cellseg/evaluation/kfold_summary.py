@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 from cellseg.utils.scalars import LEADERBOARD_KEY, read_scalars
@@ -25,9 +26,8 @@ def best_validation(work_dir: str | Path, key: str = LEADERBOARD_KEY) -> dict:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return mean, math.sqrt(var)
+    """Mean and sample standard deviation (0 for a single fold)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def class_ap50_key(name: str) -> str:

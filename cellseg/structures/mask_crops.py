@@ -163,12 +163,6 @@ def crops_from_masks(masks: Tensor | Sequence[dict]) -> list[MaskCrop]:
     return crops_of_rles(list(masks))
 
 
-def crop_to_rle(crop: MaskCrop, height: int, width: int) -> dict:
-    """A compressed COCO RLE of ``crop`` in a ``height`` x ``width`` image (no full-image
-    array)."""
-    return crops_to_rles([crop], height, width)[0]
-
-
 def crops_to_rles(crops: Sequence[MaskCrop], height: int, width: int) -> list[dict]:
     """Compressed COCO RLEs of crops in a ``height`` x ``width`` image, crops of one shape
     encoded together."""
