@@ -4,18 +4,18 @@
         [--work-dir work_dirs/accuracy] [--test-images N] [--tile-size 192 --tile-overlap 96]
         [--dry-run]
 
-Both recipes (``configs/cell_r50_scratch.py`` and ``configs/cell_r50_scratch_tuned.py``), and on request
-(``--recipes``) the ablations of the tuned one (``configs/cell_r50_scratch_dense.py``: its dense settings
-with the original training; ``configs/ablations/cell_r50_scratch_tuned_noflip.py``: without flips), train
-the same number of iterations (``--budget``, batch 4, cosine schedule over the budget, all train
-images, no validation) through ``tools/train.py``. Each checkpoint is then evaluated by
-``tools/test.py`` on the data root's ``test_gt.json`` four ways: whole images, tiled, TTA (the
-four flips, masks merged) and tiled + TTA, the tiling and TTA settings being those of
-``configs/cell_r50_scratch_dense_tta.py``; on request (``--variants``) also TTA8, the eight views of
-``configs/cell_r50_scratch_dense_tta8.py`` (the four flips of the image and of its quarter turn). The
-table printed at the end gives mask AP and AP50 at 100
-detections per image (the leaderboard's count) and at 1000, and AP50 per class, each row with
-its change from the original recipe predicting whole images.
+Both recipes (``configs/cell_r50_scratch.py`` and ``configs/cell_r50_scratch_tuned.py``), and on
+request (``--recipes``) the ablations of the tuned one (``configs/cell_r50_scratch_dense.py``: its
+dense settings with the original training; ``configs/ablations/cell_r50_scratch_tuned_noflip.py``:
+without flips), train the same number of iterations (``--budget``, batch 4, cosine schedule over
+the budget, all train images, no validation) through ``tools/train.py``. Each checkpoint is then
+evaluated by ``tools/test.py`` on the data root's ``test_gt.json`` four ways: whole images,
+tiled, TTA (the four flips, masks merged) and tiled + TTA, the tiling and TTA settings being
+those of ``configs/cell_r50_scratch_dense_tta.py``; on request (``--variants``) also TTA8, the
+eight views of ``configs/cell_r50_scratch_dense_tta8.py`` (the four flips of the image and of its
+quarter turn). The table printed at the end gives mask AP and AP50 at 100 detections per image
+(the leaderboard's count) and at 1000, and AP50 per class, each row with its change from the
+original recipe predicting whole images.
 
 CoNSeP's patches are 256 px, below the configs' 512 px tiles, so tiling is run at
 ``--tile-size`` 192 / ``--tile-overlap`` 96 (4 tiles per image; the overlap exceeds 99.9% of

@@ -26,7 +26,8 @@ def accuracy_module():
 @pytest.mark.parametrize('recipe, warmup', [('configs/cell_r50_scratch.py', None),
                                             ('configs/cell_r50_scratch_tuned.py', 20),
                                             ('configs/cell_r50_scratch_dense.py', None),
-                                            ('configs/ablations/cell_r50_scratch_tuned_noflip.py', 20)])
+                                            ('configs/ablations/cell_r50_scratch_tuned_noflip.py',
+                                             20)])
 def test_budget_config_trains_the_budget_with_the_recipes_schedule(tmp_path, recipe, warmup):
     accuracy = accuracy_module()
     path = tmp_path / 'budget.py'
@@ -82,7 +83,8 @@ def test_ablations_each_leave_out_one_share_of_the_tuned_recipe() -> None:
     assert pipeline(cfg['tuned-noflip']) == pipeline(cfg['original'])
 
 
-@pytest.mark.parametrize('recipe', ['configs/cell_r50_scratch.py', 'configs/cell_r50_scratch_tuned.py'])
+@pytest.mark.parametrize('recipe', ['configs/cell_r50_scratch.py',
+                                    'configs/cell_r50_scratch_tuned.py'])
 def test_tiled_tta_config_keeps_the_recipes_detections_per_image(tmp_path, recipe) -> None:
     accuracy = accuracy_module()
     path = tmp_path / 'tiled_tta.py'
@@ -201,7 +203,8 @@ def test_without_a_precision_the_names_are_those_of_earlier_runs(tmp_path, capsy
 def test_eight_view_variant_takes_the_eight_view_pipeline(tmp_path, capsys) -> None:
     accuracy = accuracy_module()
     path = tmp_path / 'tta8.py'
-    path.write_text(accuracy.tiled_tta_config('configs/cell_r50_scratch_tuned.py', accuracy.TUNED_TTA8))
+    path.write_text(accuracy.tiled_tta_config('configs/cell_r50_scratch_tuned.py',
+                                              accuracy.TUNED_TTA8))
     cfg = Config.fromfile(str(path))
     src = Config.fromfile(str(REPO / accuracy.TUNED_TTA8))
     four = Config.fromfile(str(REPO / accuracy.TUNED_TTA))
@@ -253,7 +256,8 @@ def test_seed_table_gives_mean_spread_and_the_gap_against_it() -> None:
                    ('tuned cell_r50_scratch_tuned: whole', metrics(b))]
             for seed, a, b in ((0, 0.10, 0.20), (1, 0.12, 0.19), (2, 0.14, 0.15))}
     text, rows = accuracy.seed_table(runs)
-    orig, tuned = rows['original cell_r50_scratch: whole'], rows['tuned cell_r50_scratch_tuned: whole']
+    orig = rows['original cell_r50_scratch: whole']
+    tuned = rows['tuned cell_r50_scratch_tuned: whole']
     assert orig['ap50'] == [0.10, 0.12, 0.14]
     assert orig['mean'] == pytest.approx(0.12) and orig['sd'] == pytest.approx(0.02)
     assert tuned['mean'] == pytest.approx(0.18) and tuned['ap_mean'] == pytest.approx(0.09)
