@@ -33,3 +33,17 @@ def consep_root() -> Path:
     if not (CONSEP / 'train').is_dir():
         pytest.skip('../shared/data/consep is not present')
     return CONSEP
+
+
+@pytest.fixture(scope='session')
+def tiny_checkpoint(tiny_root: Path, tiny_ann: Path,
+                    tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model trained one epoch by tools/train.py: a checkpoint as the project writes
+    them (its config in meta.cfg, classes, optimizer, message hub, RNG states). Read only."""
+    from tool_runner import run_tool
+
+    work = tmp_path_factory.mktemp('tiny_trained')
+    run_tool('tools/train.py', REPO / 'tests' / 'configs' / 'cell_r50_tiny.py', '--data-root',
+             tiny_root, '--ann-dir', tiny_ann, '--work-dir', work,
+             '--cfg-options', 'train_cfg.max_epochs=1')
+    return work / 'epoch_1.pth'

@@ -38,12 +38,8 @@ def malicious(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope='module')
-def own_checkpoint(tiny_root: Path, tiny_ann: Path, tmp_path_factory: pytest.TempPathFactory
-                   ) -> Path:
-    work = tmp_path_factory.mktemp('own')
-    run_tool('tools/train.py', TINY, '--data-root', tiny_root, '--ann-dir', tiny_ann,
-             '--work-dir', work, '--cfg-options', 'train_cfg.max_epochs=1')
-    return work / 'epoch_1.pth'
+def own_checkpoint(tiny_checkpoint: Path) -> Path:
+    return tiny_checkpoint
 
 
 def refused(done, path: Path, marker: Path) -> None:
@@ -90,12 +86,16 @@ def test_own_checkpoints_load_whole(own_checkpoint: Path) -> None:
 
 
 def test_resuming_an_own_checkpoint_works(own_checkpoint: Path, tiny_root: Path,
-                                          tiny_ann: Path) -> None:
+                                          tiny_ann: Path, tmp_path: Path) -> None:
+    work = tmp_path / 'work'  # a copy: the shared checkpoint's folder stays as it is
+    work.mkdir()
+    copy = work / own_checkpoint.name
+    copy.write_bytes(own_checkpoint.read_bytes())
     done = run_tool('tools/train.py', TINY, '--data-root', tiny_root, '--ann-dir', tiny_ann,
-                    '--work-dir', own_checkpoint.parent, '--resume', own_checkpoint,
+                    '--work-dir', work, '--resume', copy,
                     '--cfg-options', 'train_cfg.max_epochs=2')
     assert 'Traceback' not in done.stdout + done.stderr
-    assert (own_checkpoint.parent / 'epoch_2.pth').is_file()
+    assert (work / 'epoch_2.pth').is_file()
 
 
 def test_the_opt_in_loads_it(malicious, monkeypatch: pytest.MonkeyPatch) -> None:

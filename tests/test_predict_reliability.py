@@ -25,13 +25,9 @@ ROWS = Path('.cellseg_predict') / 'rows'
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tiny_root: Path, tiny_ann: Path, tmp_path_factory: pytest.TempPathFactory
-               ) -> Path:
+def checkpoint(tiny_checkpoint: Path) -> Path:
     """A trained tiny model: its checkpoint holds its config (meta.cfg) and classes."""
-    work = tmp_path_factory.mktemp('trained')
-    run_tool('tools/train.py', TINY, '--data-root', tiny_root, '--ann-dir', tiny_ann,
-             '--work-dir', work, '--cfg-options', 'train_cfg.max_epochs=1')
-    return work / 'epoch_1.pth'
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope='module')
