@@ -119,7 +119,7 @@ def test_written_entries_are_normalized(valid, id_map, tmp_path: Path) -> None:
                   bbox=tuple(np.float32(v) for v in raw[0]['bbox']), extra='dropped',
                   segmentation=dict(raw[0]['segmentation'],
                                     counts=raw[0]['segmentation']['counts'].encode()))
-    json_path, _ = write_submission(raw, tmp_path, id_map)
+    json_path, _ = write_submission(raw, tmp_path, id_map, K)
     first = json.loads(json_path.read_text())[0]
     assert first == dict(image_id=1, category_id=2, bbox=pytest.approx(results[0]['bbox']),
                          score=0.5, segmentation=results[0]['segmentation'])
@@ -128,11 +128,11 @@ def test_written_entries_are_normalized(valid, id_map, tmp_path: Path) -> None:
 
 def test_zip_path_and_directory_outputs(valid, id_map, tmp_path: Path) -> None:
     results, _ = valid
-    json_path, zip_path = write_submission(results, tmp_path / 'sub' / 'mine.zip', id_map)
+    json_path, zip_path = write_submission(results, tmp_path / 'sub' / 'mine.zip', id_map, K)
     assert (json_path, zip_path) == (tmp_path / 'sub' / SUBMISSION_JSON,
                                      tmp_path / 'sub' / 'mine.zip')
     assert sorted(p.name for p in (tmp_path / 'sub').iterdir()) == ['mine.zip', SUBMISSION_JSON]
-    json_path2, zip_path2 = write_submission(results, str(tmp_path / 'dir'), id_map)
+    json_path2, zip_path2 = write_submission(results, str(tmp_path / 'dir'), id_map, K)
     assert (json_path2, zip_path2) == (tmp_path / 'dir' / SUBMISSION_JSON,
                                        tmp_path / 'dir' / 'submission.zip')
     for z in (zip_path, zip_path2):
@@ -146,13 +146,13 @@ def test_out_path_that_is_a_file_is_refused(valid, id_map, tmp_path: Path) -> No
     target = tmp_path / 'results.txt'
     target.write_text('x')
     with pytest.raises(SubmissionError, match='not a directory'):
-        write_submission(results, target, id_map)
+        write_submission(results, target, id_map, K)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['results.txt']
 
 
 def test_empty_submission_passes_and_is_summarized_as_a_warning(id_map, tmp_path: Path) -> None:
-    validate_submission([], id_map)
-    json_path, zip_path = write_submission([], tmp_path, id_map)
+    validate_submission([], id_map, K)
+    json_path, zip_path = write_submission([], tmp_path, id_map, K)
     assert json.loads(json_path.read_text()) == []
     with zipfile.ZipFile(zip_path) as zf:
         assert json.loads(zf.read(SUBMISSION_JSON)) == []
@@ -211,10 +211,8 @@ def test_category_ids_are_checked_against_the_model_s_class_count(valid, id_map,
     validate_submission(one, id_map, 1)
     assert "entry 0: category_id must be an int in 1..1 (the model's classes), got 2" in \
         _problems([dict(results[0], category_id=2)], id_map, 1)
-    # without the class count, only a positive int is asked for
-    validate_submission(five, id_map)
-    assert 'entry 0: category_id must be an int >= 1, got 0' in \
-        _problems([dict(results[0], category_id=0)], id_map, None)
+    assert "entry 0: category_id must be an int in 1..5 (the model's classes), got 0" in \
+        _problems([dict(results[0], category_id=0)], id_map, 5)
 
 
 def test_summary_names_every_class_of_the_model(valid, id_map) -> None:
@@ -311,7 +309,7 @@ def test_missing_key_is_named(valid, id_map, key: str) -> None:
 
 def test_not_a_list_and_not_a_dict(id_map) -> None:
     with pytest.raises(SubmissionError, match='expected a list'):
-        validate_submission({'image_id': 1}, id_map)  # type: ignore[arg-type]
+        validate_submission({'image_id': 1}, id_map, K)  # type: ignore[arg-type]
     assert 'entry 0: not an object (got list)' in _problems([[1, 2]], id_map)
 
 
@@ -331,9 +329,9 @@ def test_all_problems_are_listed_together(valid, id_map, tmp_path: Path) -> None
     for part in ('image_id 999', 'category_id', 'score', 'segmentation counts', "'bbox'"):
         assert part in msg
     with pytest.raises(SubmissionError):
-        write_submission(bad, tmp_path / 'out', id_map)
+        write_submission(bad, tmp_path / 'out', id_map, K)
     with pytest.raises(SubmissionError):
-        write_submission(bad, tmp_path / 'z' / 'sub.zip', id_map)
+        write_submission(bad, tmp_path / 'z' / 'sub.zip', id_map, K)
     _no_output(tmp_path / 'out')
     _no_output(tmp_path / 'z')
 
@@ -342,7 +340,7 @@ def test_problem_list_is_capped(valid, id_map) -> None:
     results, _ = valid
     bad = [dict(results[0], score=2.0) for _ in range(30)]
     with pytest.raises(SubmissionError) as err:
-        validate_submission(bad, id_map, max_problems=5)
+        validate_submission(bad, id_map, K, max_problems=5)
     lines = str(err.value).splitlines()
     assert lines[0] == f'{SUBMISSION_JSON}: 30 problems:'
     assert len(lines) == 1 + 5 + 1
@@ -355,7 +353,7 @@ def test_nothing_is_written_on_invalid_submission(valid, id_map, tmp_path: Path)
     bad[0]['category_id'] = 0
     out = tmp_path / 'out'
     with pytest.raises(SubmissionError, match='category_id'):
-        write_submission(bad, out, id_map)
+        write_submission(bad, out, id_map, K)
     _no_output(out)
 
 
@@ -371,7 +369,7 @@ def test_failed_json_dump_writes_nothing(valid, id_map, tmp_path: Path,
     results, _ = valid
     monkeypatch.setattr(sub.json, 'dumps', _boom)
     with pytest.raises(RuntimeError, match='disk on fire'):
-        write_submission(results, tmp_path / 'out', id_map)
+        write_submission(results, tmp_path / 'out', id_map, K)
     _no_output(tmp_path / 'out')
 
 
@@ -380,7 +378,7 @@ def test_failed_zip_writing_writes_nothing(valid, id_map, tmp_path: Path,
     results, _ = valid
     monkeypatch.setattr(zipfile.ZipFile, 'writestr', _boom)
     with pytest.raises(RuntimeError, match='disk on fire'):
-        write_submission(results, tmp_path / 'out', id_map)
+        write_submission(results, tmp_path / 'out', id_map, K)
     _no_output(tmp_path / 'out')
 
 
@@ -400,7 +398,7 @@ def test_failure_while_writing_the_zip_file_removes_the_json(
 
     monkeypatch.setattr(os, 'fsync', fsync_fails_on_the_zip)
     with pytest.raises(OSError, match='no space'):
-        write_submission(results, tmp_path / 'out', id_map)
+        write_submission(results, tmp_path / 'out', id_map, K)
     assert any(SUBMISSION_JSON in c for c in calls)  # the JSON had been written
     _no_output(tmp_path / 'out')  # neither the final files nor temporary files are left
 

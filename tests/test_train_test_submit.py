@@ -150,7 +150,7 @@ def test_submit_writes_a_valid_zip(trained: Path, tiny_root: Path, tiny_ann: Pat
         results = json.loads(z.read(SUBMISSION_JSON))
     assert results == json.loads((zip_path.parent / SUBMISSION_JSON).read_text())
     id_map = load_id_map(tiny_root / 'test_image_name_to_ids.json')
-    validate_submission(results, id_map)
+    validate_submission(results, id_map, 4)  # the tiny data's four classes
     assert results and {r['image_id'] for r in results} == set(id_map)
     for r in results:
         info = id_map[r['image_id']]

@@ -161,7 +161,7 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
                 with open(out_dir / 'results.segm.json') as f:
                     submitted = json.load(f)
                 json_path, _ = write_submission(submitted, out_dir / head / 'submission.zip',
-                                                id_map)
+                                                id_map, len(metrics[head].dataset_meta['classes']))
                 if r:
                     t_e2e[head] += time.perf_counter() - start
                 results[head + '_json'] = json_path.read_text()

@@ -165,17 +165,15 @@ def _segmentation_problems(seg: Any, info: ImageInfo | None,
     return problems
 
 
-def _category_problem(cat: Any, num_classes: int | None) -> str | None:
-    """Why ``cat`` is not a category id of a model of ``num_classes`` classes (1..K), or None;
-    with ``num_classes`` None only that it is a positive int is checked."""
-    if _is_int(cat) and 1 <= cat <= (num_classes or cat):
+def _category_problem(cat: Any, num_classes: int) -> str | None:
+    """Why ``cat`` is not a category id of a model of ``num_classes`` classes (1..K), or None."""
+    if _is_int(cat) and 1 <= cat <= num_classes:
         return None
-    ids = ('an int >= 1' if num_classes is None
-           else f"an int in 1..{num_classes} (the model's classes)")
-    return f'category_id must be {ids}, got {_short(cat)}'
+    return f"category_id must be an int in 1..{num_classes} (the model's classes), got " \
+        f'{_short(cat)}'
 
 
-def _entry_problems(entry: Any, id_map: dict[int, ImageInfo], num_classes: int | None,
+def _entry_problems(entry: Any, id_map: dict[int, ImageInfo], num_classes: int,
                     rle_known_valid: bool = False) -> list[str]:
     if not isinstance(entry, dict):
         return [f'not an object (got {type(entry).__name__})']
@@ -206,10 +204,9 @@ def _entry_problems(entry: Any, id_map: dict[int, ImageInfo], num_classes: int |
 
 
 def validate_submission(results: list[dict], id_map: dict[int, ImageInfo],
-                        num_classes: int | None = None, max_problems: int = 20) -> None:
+                        num_classes: int, max_problems: int = 20) -> None:
     """Check every entry of a COCO results list against the test images of ``id_map`` and a
-    model of ``num_classes`` classes (category ids 1..K; give it: None only checks that each
-    is a positive int).
+    model of ``num_classes`` classes (category ids 1..K).
 
     Raises :class:`SubmissionError` listing the first ``max_problems`` problems and a count of the
     rest. Extra keys in an entry are allowed (they are dropped when written). An empty list passes:
@@ -272,7 +269,7 @@ def check_submission_folder(out_path: str | Path) -> Path:
 
 
 def write_submission(results: list[dict], out_path: str | Path, id_map: dict[int, ImageInfo],
-                     num_classes: int | None = None) -> tuple[Path, Path]:
+                     num_classes: int) -> tuple[Path, Path]:
     """Validate ``results`` (for a model of ``num_classes`` classes, see
     :func:`validate_submission`), then write ``test-results.json`` and the zip holding it.
 
