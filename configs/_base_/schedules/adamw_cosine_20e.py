@@ -1,6 +1,7 @@
 # The original study's schedule: AdamW lr 1e-4, weight decay 1e-4, cosine to 1e-6 over 20 epochs,
-# mixed precision. tools/train.py swaps AmpOptimWrapper for OptimWrapper on machines without a GPU
-# (AMP needs CUDA) and logs that it did.
+# mixed precision. Without a GPU (mmengine's AMP needs CUDA) tools/train.py makes AmpOptimWrapper a
+# bfloat16 autocast on the CPU (CpuAmpOptimWrapper) where the CPU computes bfloat16 natively, and
+# OptimWrapper (float32) elsewhere, and logs which (cpu_amp in default_runtime.py chooses).
 max_epochs = 20
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=1)
 val_cfg = dict(type='ValLoop')
