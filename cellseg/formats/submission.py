@@ -285,8 +285,8 @@ def write_submission(results: list[dict], out_path: str | Path, id_map: dict[int
     data = json.dumps([_normalized(e) for e in results], separators=(',', ':'),
                       allow_nan=False).encode()
     buf = io.BytesIO()
-    # deflate level 1: 5x faster than the default 6 on RLE JSON for a 17 % larger zip (300
-    # detections of 512x512: ~4.5 against ~0.9 ms, 31 against 36 KB, on the loaded 2-core CPU)
+    # deflate level 1: several times faster than the default 6 on RLE JSON for a slightly larger
+    # zip (docs/speed.md)
     with zipfile.ZipFile(buf, 'w', compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         zf.writestr(SUBMISSION_JSON, data)
     zip_bytes = buf.getvalue()

@@ -22,9 +22,8 @@ class ChunkedRoIHead(StandardRoIHead):
     that at once. Here each chunk is extracted, run through its head and dropped, so the memory
     of these branches no longer grows with the detections. A mask RoI costs about 20 times what
     a box RoI costs (1 MB against 50 KB), hence the two sizes: 64 mask RoIs (~64 MB) and 512 box
-    RoIs (~26 MB) at a time. On the CPU the chunks are no slower than one pass
-    (cell_r50_scratch_dense's RoI head on a 512 px image with 1000 detections: 13.6 s with these
-    chunks, 15.3 s in one pass); on a GPU they add a few kernel launches.
+    RoIs (~26 MB) at a time. On the CPU the chunks were measured no slower than one pass
+    (docs/speed.md); on a GPU they add a few kernel launches.
 
     Each RoI's features and outputs depend on that RoI only (RoIAlign samples per RoI; the heads
     have no normalisation across RoIs), so the chunks give the same scores, boxes and masks.
