@@ -412,7 +412,9 @@ if [ "$KEEP_TORCH" = 0 ]; then
   if [ "$(gpu_visible)" = yes ]; then
     pip install -q "$TORCH_REQ"
   elif pip install -q --retries 1 --timeout 30 --index-url "$TORCH_CPU_INDEX" "$TORCH_REQ"; then
-    echo "setup: installed the CPU build of $TORCH_REQ from $TORCH_CPU_INDEX (no GPU is visible)"
+    # pip also takes a matching wheel from find-links folders, so the index is not always where
+    # it came from; decide_mmcv below says which build it is
+    echo "setup: no GPU is visible: installed $TORCH_REQ asking $TORCH_CPU_INDEX for the CPU build"
   else
     echo "setup: $TORCH_CPU_INDEX is not reachable: $TORCH_REQ from the configured index"
     pip install -q "$TORCH_REQ"
