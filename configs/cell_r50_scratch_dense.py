@@ -16,18 +16,27 @@ model = dict(
         # 8..256 px in half-octave steps, ratios for elongated (spindle) cells.
         anchor_generator=dict(scales=[2.0, 2.83, 4.0], ratios=[0.667, 1.0, 1.5])),
     train_cfg=dict(
-        # As many proposals in training as at test time, so the RoI head learns on the same
-        # proposal density it sees when predicting 1000 detections.
+        # Dense proposals in training (the sampler takes the RoI head's share of them), as the
+        # recipe was tuned with; prediction budgets its own below.
         rpn_proposal=dict(nms_pre=3000, max_per_img=2000)),
     test_cfg=dict(
-        # nms_pre is per FPN level: 3000 keeps the stride-4 level's candidates for ~200 cells
-        # after NMS; 2000 proposals per image leave room for 1000 detections.
-        rpn=dict(nms_pre=3000, max_per_img=2000),
+        # Budgets by image area (cellseg.models.detection_budget): each value is the floor, the
+        # *_per_mpx beside it the budget per megapixel. A 256 px CoNSeP patch (0.066 MP, up to 184
+        # cells) gets 1000 candidates per FPN level and 500 proposals, a few per cell; a 512 px
+        # tile 4x that. Every proposal costs the box head's RoIAlign and 12544x1024 fc, which
+        # are most of a prediction's time at a fixed 2000 (docs/speed.md).
+        rpn=dict(nms_pre=1000, nms_pre_per_mpx=15000, max_per_img=500, max_per_img_per_mpx=8000),
         rcnn=dict(
             # A real 397x482 HW3 image holds 161 cells and CoNSeP patches up to 184; mmdet's
-            # 100 would drop cells outright. AP at maxDets 1000 counts them all; the
-            # leaderboard's maxDets 100 takes the 100 best-scored, so extras cost it nothing.
+            # 100 would drop cells outright. 1000 per image, more for images over 0.2 MP.
             max_per_img=1000,
+            max_per_img_per_mpx=5000,
+            # COCO's AP at 100 detections counts each image's best 100 per class: no mask is
+            # computed for a detection below them, unless it scores at least uncapped_score
+            # (the nuclei metrics count every detection >= 0.5; predict lowers it to its own
+            # threshold). AP at 1000 detections needs max_per_class=None.
+            max_per_class=100,
+            uncapped_score=0.5,
             # Low-scored detections only extend the precision-recall curve past the
             # higher-scored ones, so they cannot lower AP; at 0.05 (mmdet's) faint or rare
             # (class1) cells that the model does find are thrown away.

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +43,7 @@ from mmdet.structures import DetDataSample, SampleList
 from mmengine.logging import print_log
 from torch import Tensor
 
+from cellseg.models.detection_budget import area_budget
 from cellseg.structures.mask_crops import (
     Detections,
     MaskCrop,
@@ -173,14 +174,16 @@ class TileConfig:
 
 def tiled_predict(predict_tiles, image: Tensor, height: int, width: int, cfg: TileConfig,
                   pad_divisor: int = 1, pad_value: float = 0,
-                  tile_cap: int | None = None) -> Detections:
+                  tile_cap: int | Callable[[tuple[int, int]], int | None] | None = None
+                  ) -> Detections:
     """Predict one preprocessed image (C, >=H, >=W) tile by tile and merge.
 
     ``predict_tiles(inputs, data_samples)`` predicts a batch of tiles (N, C, h, w) whose samples
     carry ``img_shape``/``ori_shape`` = the tile's size and ``scale_factor`` 1, and returns
     samples with ``pred_instances`` in tile coordinates (masks as a tensor or RLEs).
-    ``tile_cap``: the most detections ``predict_tiles`` returns for a tile; a tile returning
-    that many may have lost cells, which is logged.
+    ``tile_cap``: the most detections ``predict_tiles`` returns for a tile (or a function of the
+    tile's (height, width) giving it); a tile returning that many may have lost cells, which is
+    logged.
     """
     tiles = tile_grid(height, width, cfg.size, cfg.overlap)
     per_tile: list[Detections] = []
@@ -201,15 +204,17 @@ def tiled_predict(predict_tiles, image: Tensor, height: int, width: int, cfg: Ti
         for (y0, x0, y1, x1), sample in zip(batch,
                                             predict_tiles(torch.stack(inputs), samples)):
             per_tile.append(Detections.from_instances(sample.pred_instances, y0, x0))
-            if tile_cap is not None and len(per_tile[-1]) >= tile_cap:
-                _warn_capped(f'the tile at rows {y0}:{y1}, columns {x0}:{x1}', tile_cap)
+            cap = tile_cap((y1 - y0, x1 - x0)) if callable(tile_cap) else tile_cap
+            if cap is not None and len(per_tile[-1]) >= cap:
+                _warn_capped(f'the tile at rows {y0}:{y1}, columns {x0}:{x1}', cap)
     return merge_tile_detections(tiles, per_tile, height, width, cfg.border_margin,
                                  cfg.merge_thr, cfg.max_per_img)
 
 
 def _warn_capped(what: str, cap: int) -> None:
     print_log(f'{what} returned {cap} detections, the most test_cfg.rcnn.max_per_img allows: '
-              'cells there may be missing (raise model.test_cfg.rcnn.max_per_img)',
+              'cells there may be missing (raise model.test_cfg.rcnn.max_per_img, or its '
+              'max_per_img_per_mpx)',
               logger='current', level=logging.WARNING)
 
 
@@ -243,13 +248,18 @@ class TiledMaskRCNN(MaskRCNN):
         size = self.tile_cfg.size
         big = [max(s.img_shape[:2]) > size for s in batch_data_samples]
         whole = [i for i, b in enumerate(big) if not b]
-        cap = self.test_cfg.rcnn.get('max_per_img')
+        rcnn_cfg = self.test_cfg.rcnn
+
+        def cap(shape: tuple[int, int]) -> int | None:
+            return area_budget(rcnn_cfg, 'max_per_img', shape)
+
         if whole:
             super().predict(batch_inputs[whole], [batch_data_samples[i] for i in whole], rescale)
             for i in whole:
-                if cap is not None and len(batch_data_samples[i].pred_instances) >= cap:
+                limit = cap(batch_data_samples[i].ori_shape[:2])
+                if limit is not None and len(batch_data_samples[i].pred_instances) >= limit:
                     h, w = batch_data_samples[i].img_shape[:2]
-                    _warn_capped(f'an image of {h}x{w} px predicted whole', cap)
+                    _warn_capped(f'an image of {h}x{w} px predicted whole', limit)
         preprocessor = self.data_preprocessor
         for i in (i for i, b in enumerate(big) if b):
             sample = batch_data_samples[i]

@@ -7,7 +7,10 @@ import torch
 from mmdet.models.roi_heads import StandardRoIHead
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox2roi
+from mmengine.config import ConfigDict
 from torch import Tensor
+
+from cellseg.models.detection_budget import area_budget, keep_budget
 
 
 @MODELS.register_module()
@@ -21,12 +24,18 @@ class ChunkedRoIHead(StandardRoIHead):
     whose deconvolution gives 0.8 GB more. A batch of 4 tiles (``TiledMaskRCNN``) holds 4 times
     that at once. Here each chunk is extracted, run through its head and dropped, so the memory
     of these branches no longer grows with the detections. A mask RoI costs about 20 times what
-    a box RoI costs (1 MB against 50 KB), hence the two sizes: 64 mask RoIs (~64 MB) and 512 box
-    RoIs (~26 MB) at a time. On the CPU the chunks were measured no slower than one pass
-    (docs/speed.md); on a GPU they add a few kernel launches.
+    a box RoI costs (256 x 14 x 14 features and their deconvolution against 256 x 7 x 7), hence
+    the two sizes: 64 mask RoIs and 512 box RoIs at a time. What the chunks cost in time against
+    one pass is measured in docs/speed.md.
 
     Each RoI's features and outputs depend on that RoI only (RoIAlign samples per RoI; the heads
     have no normalisation across RoIs), so the chunks give the same scores, boxes and masks.
+    Prediction also applies ``cellseg.models.detection_budget``: ``max_per_img`` by the image's
+    area (``max_per_img_per_mpx``) and ``max_per_class``, before the mask head, so masks are
+    computed for kept detections only. Under a mixed-precision autocast the RoIs are extracted
+    from float32 features (mmcv's CPU RoIAlign takes float32 only) and the branches' outputs
+    are float32 for mmcv's NMS and the paste; the layers themselves run in the autocast's type.
+
     Training keeps mmdet's one pass: the sampler bounds the RoIs there, and the mask branch
     may reuse the box branch's features. Weights and checkpoints are ``StandardRoIHead``'s; a
     config switches with ``roi_head=dict(type='ChunkedRoIHead')``.
@@ -80,20 +89,43 @@ class ChunkedRoIHead(StandardRoIHead):
             batch_gt_instances=batch_gt_instances, rcnn_train_cfg=self.train_cfg)['loss_mask'])
         return mask_results
 
+    def predict(self, x: tuple[Tensor, ...], rpn_results_list: list, batch_data_samples: list,
+                rescale: bool = False) -> list:
+        # float32 features for RoIAlign whatever the autocast made them (no copy in float32)
+        return super().predict(tuple(f.float() for f in x), rpn_results_list,
+                               batch_data_samples, rescale)
+
+    def predict_bbox(self, x: tuple[Tensor, ...], batch_img_metas: list[dict],
+                     rpn_results_list: list, rcnn_test_cfg: ConfigDict | None,
+                     rescale: bool = False) -> list:
+        if rcnn_test_cfg is None:  # mmdet's "scores per class" mode: nothing is cut
+            return super().predict_bbox(x, batch_img_metas, rpn_results_list, rcnn_test_cfg,
+                                        rescale)
+        shapes = [m['ori_shape'] for m in batch_img_metas]
+        cfg = rcnn_test_cfg
+        if rcnn_test_cfg.get('max_per_img_per_mpx') is not None:
+            # mmdet's NMS takes one max_per_img for the batch: the largest image's, then each
+            # image is cut to its own
+            cfg = ConfigDict(rcnn_test_cfg.to_dict())
+            cfg.max_per_img = max(area_budget(rcnn_test_cfg, 'max_per_img', s) for s in shapes)
+        results = super().predict_bbox(x, batch_img_metas, rpn_results_list, cfg, rescale)
+        return [keep_budget(r, rcnn_test_cfg, s) for r, s in zip(results, shapes, strict=True)]
+
     def _bbox_forward(self, x: tuple[Tensor, ...], rois: Tensor) -> dict:
-        if self.training or len(rois) <= self.bbox_chunk:
+        if self.training:
             return super()._bbox_forward(x, rois)
         parts = [super(ChunkedRoIHead, self)._bbox_forward(x, part)
                  for part in rois.split(self.bbox_chunk)]
         # the features are not returned: holding them is what the chunks avoid, and prediction
         # reads only the scores and box deltas
-        return dict(cls_score=torch.cat([p['cls_score'] for p in parts]),
-                    bbox_pred=torch.cat([p['bbox_pred'] for p in parts]), bbox_feats=None)
+        return dict(cls_score=torch.cat([p['cls_score'].float() for p in parts]),
+                    bbox_pred=torch.cat([p['bbox_pred'].float() for p in parts]),
+                    bbox_feats=None)
 
     def _mask_forward(self, x: tuple[Tensor, ...], rois: Tensor | None = None,
                       pos_inds: Tensor | None = None, bbox_feats: Tensor | None = None) -> dict:
-        if self.training or rois is None or len(rois) <= self.mask_chunk:
+        if self.training or rois is None:
             return super()._mask_forward(x, rois, pos_inds, bbox_feats)
-        preds = [super(ChunkedRoIHead, self)._mask_forward(x, part)['mask_preds']
+        preds = [super(ChunkedRoIHead, self)._mask_forward(x, part)['mask_preds'].float()
                  for part in rois.split(self.mask_chunk)]
         return dict(mask_preds=torch.cat(preds), mask_feats=None)
