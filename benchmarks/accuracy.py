@@ -55,7 +55,7 @@ sys.path.insert(0, REPO)
 
 from mmengine.config import Config  # noqa: E402
 
-from cellseg.apis.config_helpers import CPU_AMP_MODES  # noqa: E402
+from cellseg.apis.cpu_fallback import CPU_AMP_MODES  # noqa: E402
 from cellseg.utils.fileio import atomic_write_bytes, atomic_write_json  # noqa: E402
 
 ORIGINAL = 'configs/cell_r50_scratch.py'

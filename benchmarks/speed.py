@@ -21,8 +21,8 @@ Items (``--only`` takes any of them; all run by default, in this order), one mod
   (pipeline, model, paste, RLE, results JSON, then the submission read back, checked and
   written with its zip, as ``tools/test.py --submit`` does: images read by a loader worker
   beside the model, the wait for them counted) against the model's forward alone; mmdet's
-  ``StandardRoIHead`` + ``FCNMaskHead`` with mmengine's JSON writer, and the configs'
-  ``ChunkedRoIHead`` + ``ChunkedMaskHead`` with ``cellseg.evaluation.fast_json_handler``.
+  ``StandardRoIHead`` + ``FCNMaskHead`` against the configs' ``ChunkedRoIHead`` +
+  ``ChunkedMaskHead``.
 - ``memory``: peak RSS of a process predicting one 2500x2000 image with 1000 detections up to its
   RLEs, with each pair of heads, in a fresh process each; the RLEs must be identical.
 - ``convert``: ``data_prep/hw3_to_coco.py`` on 209 generated images like the real ones, as it is

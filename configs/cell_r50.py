@@ -24,7 +24,7 @@ model = dict(
     # of a 2500 px image never exist as 1000 full-size masks).
     # num_classes is left to the data: tools/train.py sizes the heads to the classes of the
     # annotation files, tools/test.py and tools/predict.py to those the checkpoint remembers
-    # (cellseg.apis.config_helpers.resolve_classes)
+    # (cellseg.apis.classes.resolve_classes)
     roi_head=dict(type='ChunkedRoIHead', mask_head=dict(type='ChunkedMaskHead')))
 
 # mmdet's COCO Mask R-CNN R50-FPN (1x schedule, mask AP 34.7), downloaded once into the torch hub

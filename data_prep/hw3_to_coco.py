@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cellseg.apis.cli import run_tool  # noqa: E402
 from cellseg.formats.coco_conversion import convert  # noqa: E402
+from cellseg.formats.hw3 import CLASSES_TXT  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     # written: one line `error: <file>: <problem>` (run_tool), and no file written
     s = convert(args.data_root, args.out_dir, args.folds, args.seed)
     if s['no_train']:
+        named = ', '.join(s['classes']) or f'not named (no {CLASSES_TXT}; the model names them)'
         print(f"no train/ in {args.data_root}: test images only ({s['test_images']}), "
-              f"classes {', '.join(s['classes'])}")
+              f'classes {named}')
         print('wrote ' + ', '.join(Path(p).name for p in s['written']) + f' to {args.out_dir}')
         return 0
     print(f"classes: {', '.join(s['classes'])}")

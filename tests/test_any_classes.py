@@ -18,11 +18,11 @@ import tifffile
 import torch
 from tool_runner import run_tool
 
+from cellseg.datasets.cell_dataset import palette_for
 from cellseg.formats import hw3
 from cellseg.formats.submission import SUBMISSION_JSON, validate_submission
 from cellseg.structures.rle import encode_instances
 from cellseg.testing.synthetic_cells import render_image
-from cellseg.visualization.visualize import palette_for
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'
@@ -78,12 +78,11 @@ def convert(root: Path) -> subprocess.CompletedProcess:
     return run('data_prep/hw3_to_coco.py', root, '--out-dir', root / 'annotations', '--folds', '0')
 
 
-@pytest.fixture(scope='module', params=[1, 5], ids=['1 class', '5 classes'])
-def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-            ) -> tuple[int, Path, Path]:
-    """(classes, data root, checkpoint) of a tiny model trained 2 iterations on that root."""
-    k = request.param
+def train_on(k: int, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, Path]:
+    """(classes, data root, checkpoint) of a tiny model trained 2 iterations on a root of ``k``
+    classes."""
     root = write_root(tmp_path_factory.mktemp(f'classes{k}') / 'data', k)
+    assert any((root / 'train').glob(f'*/class{k}.tif'))  # the highest class has instances
     converted = convert(root)
     assert f"classes: {', '.join(NAMES[k])}" in converted.stdout
     work = root.parent / 'work'
@@ -93,6 +92,21 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     assert f'classes from {root}/annotations/train_all.json: {k} ({", ".join(NAMES[k])})' \
         in log, proc.stdout[-2000:]
     return k, root, work / 'epoch_1.pth'
+
+
+@pytest.fixture(scope='module')
+def trained5(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, Path]:
+    """Five classes: one more than HW3's four, where a count capped at four shows."""
+    return train_on(5, tmp_path_factory)
+
+
+@pytest.fixture(scope='module', params=[1, 5], ids=['1 class', '5 classes'])
+def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> tuple[int, Path, Path]:
+    """One class and five (the model trained once for each)."""
+    if request.param == 5:
+        return request.getfixturevalue('trained5')
+    return train_on(request.param, tmp_path_factory)
 
 
 def test_the_heads_have_the_data_s_classes(trained: tuple[int, Path, Path]) -> None:
@@ -118,15 +132,9 @@ def test_the_ground_truth_browser_draws_every_class(trained: tuple[int, Path, Pa
     assert (drawn == colour).all(axis=-1).any()
 
 
-def skip_unless_more_than_hw3_s(k: int) -> None:
-    if k <= 4:
-        pytest.skip('checked on 5 classes, where a count capped at four shows')
-
-
 def test_metrics_and_the_kfold_table_name_the_data_s_classes(
-        trained: tuple[int, Path, Path], tmp_path: Path) -> None:
-    k, root, checkpoint = trained
-    skip_unless_more_than_hw3_s(k)
+        trained5: tuple[int, Path, Path], tmp_path: Path) -> None:
+    k, root, checkpoint = trained5
     report = tmp_path / 'report'
     run('tools/test.py', TINY, checkpoint, '--data-root', root, '--test-gt',
         root / 'test_gt.json', '--report', report, '--metrics-out', tmp_path / 'metrics.json',
@@ -149,10 +157,9 @@ def test_metrics_and_the_kfold_table_name_the_data_s_classes(
     assert not any('n/a' in line for line in table)
 
 
-def test_predictions_use_the_data_s_classes(trained: tuple[int, Path, Path],
+def test_predictions_use_the_data_s_classes(trained5: tuple[int, Path, Path],
                                             tmp_path: Path) -> None:
-    k, root, checkpoint = trained
-    skip_unless_more_than_hw3_s(k)
+    k, root, checkpoint = trained5
     out = tmp_path / 'predict'
     # the config and the classes come from the checkpoint
     run('tools/predict.py', checkpoint, root / hw3.TEST_DIR, '--out-dir', out,
@@ -195,9 +202,8 @@ def test_a_test_set_alone_gets_a_submission_of_the_model_s_classes(
 
 @pytest.mark.parametrize('how', ['--resume', '--resume CHECKPOINT'])
 def test_resume_onto_data_of_other_classes_stops_naming_both(
-        trained: tuple[int, Path, Path], tmp_path: Path, how: str) -> None:
-    k, _, checkpoint = trained
-    skip_unless_more_than_hw3_s(k)
+        trained5: tuple[int, Path, Path], tmp_path: Path, how: str) -> None:
+    k, _, checkpoint = trained5
     other = write_root(tmp_path / 'data3', 3)
     convert(other)
     work = tmp_path / 'work'

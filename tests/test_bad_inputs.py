@@ -31,7 +31,8 @@ from mmengine.registry import init_default_scope
 from mmengine.utils import import_modules_from_strings
 from tool_runner import run_tool
 
-from cellseg.apis.config_helpers import configure_submission_run, set_data_paths
+from cellseg.apis.data_paths import set_data_paths
+from cellseg.apis.test_loop import configure_submission_run
 from cellseg.formats import hw3
 from cellseg.formats.coco_conversion import convert
 from cellseg.utils.scalars import read_scalars
@@ -161,7 +162,7 @@ def test_bad_file_stops_conversion_naming_it(tiny_root: Path, tmp_path: Path, ta
     elif target in ('class5', 'class0'):
         culprit = train_dirs(root)[0] / f'{target}.tif'
         shutil.copy(first_class_file(root), culprit)
-        (root / hw3.CLASSES_TXT).write_text('\n'.join(hw3.CLASS_NAMES) + '\n')
+        (root / hw3.CLASSES_TXT).write_text('a\nb\nc\nd\n')  # four names, class5.tif
     else:
         culprit = sorted((root / hw3.TEST_DIR).iterdir())[0]
     damage(culprit)

@@ -27,9 +27,9 @@ from cellseg.evaluation.metrics.cell_coco_metric import CellCocoMetric
 from cellseg.evaluation.nuclei_metrics import NucleiMetrics
 from cellseg.formats import hw3
 from cellseg.structures.rle import encode_instances
-from cellseg.testing.synthetic_cells import render_image
+from cellseg.testing.synthetic_cells import SYNTHETIC_CLASSES, render_image
 
-CLASS_NAMES = hw3.CLASS_NAMES
+CLASSES = SYNTHETIC_CLASSES
 BACKENDS = ['pycocotools', 'faster_coco_eval']
 NUCLEI_ITEMS = ('pq', 'dq', 'sq', 'aji', 'dice', 'mpq', 'f1_detection')
 
@@ -70,7 +70,7 @@ def make_case(tmp_path: Path, n_images: int = 4, height: int = 150, width: int =
                           labels=np.array(labels, np.int64)))
     path = tmp_path / 'gt.json'
     path.write_text(json.dumps(dict(images=images, annotations=anns,
-                                    categories=hw3.categories())))
+                                    categories=hw3.categories(CLASSES))))
     return path, preds
 
 
@@ -95,7 +95,7 @@ def data_samples(preds: list[dict], as_rles: bool = False) -> list[dict]:
 
 def run_metric(gt_path: Path, preds: list[dict], as_rles: bool = False, **kwargs) -> dict:
     metric = CellCocoMetric(ann_file=str(gt_path), **kwargs)
-    metric.dataset_meta = dict(classes=CLASS_NAMES)
+    metric.dataset_meta = dict(classes=CLASSES)
     samples = data_samples(preds, as_rles)
     metric.process({}, samples)
     return metric.evaluate(len(samples))
@@ -178,7 +178,7 @@ def test_nuclei_metrics_equal_nuclei_metrics_on_label_images(case, as_rles: bool
                          backend='pycocotools', nuclei_score_thr=thr)
         for key in NUCLEI_ITEMS:
             assert got[f'coco/{key}'] == pytest.approx(ref[key], abs=5.1e-5), (thr, key)
-        for k, name in enumerate(CLASS_NAMES, start=1):
+        for k, name in enumerate(CLASSES, start=1):
             for got_key, ref_key in ((f'pq_{name}', f'pq_class{k}'),
                                      (f'f1_{name}', f'f1_class{k}')):
                 assert got[f'coco/{got_key}'] == pytest.approx(ref[ref_key], abs=5.1e-5,
@@ -203,7 +203,7 @@ def test_second_evaluation_reuses_the_ground_truth(case) -> None:
     same metric every epoch; the numbers stay those of a fresh metric."""
     gt_path, preds = case
     metric = CellCocoMetric(ann_file=str(gt_path), metric=['segm'], classwise=True)
-    metric.dataset_meta = dict(classes=CLASS_NAMES)
+    metric.dataset_meta = dict(classes=CLASSES)
     outs, cached = [], []
     for _ in range(2):
         metric.process({}, data_samples(preds))
@@ -282,7 +282,7 @@ def test_report_holds_the_nuclei_metrics(case, tmp_path: Path) -> None:
 
     gt_path, results_path, _ = report_inputs(case, tmp_path)
     thr = 0.3
-    eval_report.write_eval_report(gt_path, results_path, tmp_path / 'r', CLASS_NAMES,
+    eval_report.write_eval_report(gt_path, results_path, tmp_path / 'r', CLASSES,
                                   score_thr=thr)
     ref = reference_nuclei(gt_path, case[1], thr)
     md = (tmp_path / 'r' / 'per_class.md').read_text()
@@ -312,6 +312,6 @@ def test_report_gallery_title_names_the_iou_threshold(case, tmp_path: Path,
         return real(rows[:1], legend, 1.0, title)
 
     monkeypatch.setattr(eval_report, 'plot_gallery', spy)
-    eval_report.write_eval_report(gt_path, results_path, tmp_path / 'r', CLASS_NAMES,
+    eval_report.write_eval_report(gt_path, results_path, tmp_path / 'r', CLASSES,
                                   images_root=root, iou_thr=0.3, worst=2)
     assert len(titles) == 1 and 'mask IoU >= 0.3' in titles[0], titles

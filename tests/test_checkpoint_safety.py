@@ -121,7 +121,7 @@ def test_a_tool_reads_a_checkpoint_once(own_checkpoint: Path,
     """The classes read before the model is built, then the weights: one torch.load."""
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from cellseg.apis.config_helpers import checkpoint_classes
+    from cellseg.apis.classes import checkpoint_classes
     from cellseg.engine import checkpoint_loader
 
     calls = []

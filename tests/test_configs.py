@@ -39,14 +39,15 @@ def test_cell_r50_is_the_recipe() -> None:
     assert cfg.model.type == 'MaskRCNN' and cfg.model.backbone.type == 'ResNet'
     assert cfg.model.backbone.depth == 50 and cfg.model.neck.type == 'FPN'
     # the classes are the data's: no head names a count until tools/train.py sizes them
-    from cellseg.apis.config_helpers import set_classes
-    from cellseg.formats.hw3 import CLASS_NAMES
+    from cellseg.apis.classes import set_classes
 
     assert cfg.model.roi_head.bbox_head.num_classes == 80  # mmdet's COCO base, left as it is
-    set_classes(cfg, CLASS_NAMES)
-    assert cfg.model.roi_head.bbox_head.num_classes == 4
-    assert cfg.model.roi_head.mask_head.num_classes == 4
-    assert cfg.train_dataloader.dataset.metainfo.classes == CLASS_NAMES
+    classes = ('tumour', 'lymphocyte', 'stroma', 'necrosis', 'other')
+    set_classes(cfg, classes)
+    assert cfg.model.roi_head.bbox_head.num_classes == 5
+    assert cfg.model.roi_head.mask_head.num_classes == 5
+    assert cfg.train_dataloader.dataset.metainfo.classes == classes
+    assert len(set(cfg.train_dataloader.dataset.metainfo.palette)) == 5  # a colour each
     assert cfg.load_from.startswith('https://download.openmmlab.com/mmdetection/v2.0/mask_rcnn/')
     assert cfg.load_from.endswith('/mask_rcnn_r50_fpn_1x_coco_20200205-d4b0c5d6.pth')
     mmdet_base = Config.fromfile(

@@ -10,7 +10,9 @@ import torch
 from mmengine.config import Config
 
 import cellseg.engine.optimizers.cpu_amp_optim_wrapper as amp
-from cellseg.apis.config_helpers import adapt_to_cpu, resolve_classes, set_data_paths
+from cellseg.apis.classes import resolve_classes
+from cellseg.apis.cpu_fallback import adapt_to_cpu
+from cellseg.apis.data_paths import set_data_paths
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from cellseg.testing import demo_data, synthetic_cells
-from cellseg.testing.demo_data import CLASS_NAMES, make_demo_dataset, render_image
+from cellseg.testing.demo_data import SYNTHETIC_CLASSES, make_demo_dataset, render_image
 
 REPO = Path(__file__).resolve().parents[1]
 LZW = 5
@@ -52,11 +52,11 @@ def test_train_files_follow_the_hw3_layout(tmp_path: Path) -> None:
     summary = make_demo_dataset(tmp_path, seed=0, tiny=True)
     folders = sorted((tmp_path / 'train').iterdir())
     assert len(folders) == summary['train_images'] == 6
-    counts = dict.fromkeys(CLASS_NAMES, 0)
+    counts = dict.fromkeys(SYNTHETIC_CLASSES, 0)
     missing_class = 0
     for folder in folders:
         assert {p.name for p in folder.iterdir()} <= {'image.tif'} | {
-            f'{c}.tif' for c in CLASS_NAMES}
+            f'{c}.tif' for c in SYNTHETIC_CLASSES}
         with tifffile.TiffFile(folder / 'image.tif') as tif:
             assert tif.pages[0].compression == LZW
             image = tif.asarray()
@@ -78,7 +78,7 @@ def test_train_files_follow_the_hw3_layout(tmp_path: Path) -> None:
             owner[labels > 0] = labels[labels > 0]
             sizes = np.bincount(labels.astype(np.int64).ravel())
             assert sizes[sorted(ids)].min() >= synthetic_cells.MIN_VISIBLE
-            counts[CLASS_NAMES[k - 1]] += len(ids)
+            counts[SYNTHETIC_CLASSES[k - 1]] += len(ids)
         assert seen_ids == set(range(1, len(seen_ids) + 1)), 'ids run 1..N over the image'
     assert missing_class >= 1
     assert counts == summary['train_instances_per_class']
@@ -102,10 +102,10 @@ def test_test_split_and_ground_truth_agree(tmp_path: Path) -> None:
             image = tif.asarray()
         assert image.shape == (e['height'], e['width'], 4) and image.dtype == np.uint8
         assert (image[..., 3] == 255).all()
-    assert gt['categories'] == [{'id': k + 1, 'name': n} for k, n in enumerate(CLASS_NAMES)]
-    per_class = dict.fromkeys(CLASS_NAMES, 0)
+    assert gt['categories'] == [{'id': k + 1, 'name': n} for k, n in enumerate(SYNTHETIC_CLASSES)]
+    per_class = dict.fromkeys(SYNTHETIC_CLASSES, 0)
     for a in gt['annotations']:
-        per_class[CLASS_NAMES[a['category_id'] - 1]] += 1
+        per_class[SYNTHETIC_CLASSES[a['category_id'] - 1]] += 1
     assert per_class == summary['test_instances_per_class']
 
 

@@ -12,6 +12,7 @@ import tifffile
 
 from cellseg.formats import hw3
 from cellseg.formats.coco_conversion import convert, split_folds
+from cellseg.testing.synthetic_cells import SYNTHETIC_CLASSES
 
 
 def assert_coco_matches_class_maps(data_root: Path, coco: dict) -> int:
@@ -46,7 +47,7 @@ def assert_coco_matches_class_maps(data_root: Path, coco: dict) -> int:
 
 def test_generated_data_round_trips_pixel_for_pixel(tiny_root: Path, tiny_ann: Path) -> None:
     coco = json.loads((tiny_ann / 'train_all.json').read_text())
-    assert [c['name'] for c in coco['categories']] == list(hw3.CLASS_NAMES)
+    assert [c['name'] for c in coco['categories']] == list(SYNTHETIC_CLASSES)
     assert [c['id'] for c in coco['categories']] == [1, 2, 3, 4]
     assert all(a['iscrowd'] == 0 for a in coco['annotations'])
     assert assert_coco_matches_class_maps(tiny_root, coco) > 10

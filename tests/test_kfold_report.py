@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cellseg.evaluation.kfold_summary import best_validation, fold_table, logged_classes
+from cellseg.apis.kfold_summary import best_validation, fold_table, logged_classes
 
 REPO = Path(__file__).resolve().parents[1]
 # the classes as a data root's classes.txt names them: five, none called classK

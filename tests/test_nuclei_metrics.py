@@ -14,10 +14,9 @@ import pycocotools.mask as mask_utils
 import pytest
 import tifffile
 
-from cellseg.evaluation.label_folders import evaluate_label_folders
+from cellseg.apis.label_folders import evaluate_label_folders
 from cellseg.evaluation.nuclei_metrics import (
     NucleiMetrics,
-    detections_to_label_image,
     image_metrics,
 )
 
@@ -335,45 +334,6 @@ def test_a_batch_of_images_scores_as_its_images_one_by_one():
 
 
 # ---- label images from detections ----------------------------------------------------------
-
-def rect_mask(rows: tuple[int, int], cols: tuple[int, int], shape=(8, 8)) -> np.ndarray:
-    m = np.zeros(shape, bool)
-    m[rows[0]:rows[1], cols[0]:cols[1]] = True
-    return m
-
-
-def test_detections_to_label_image():
-    masks = [rect_mask((2, 6), (2, 6)),   # score 0.6, overlaps the 0.9 one on rows/cols 2-3
-             rect_mask((0, 4), (0, 4)),   # score 0.9: wins the overlap, id 1
-             rect_mask((6, 8), (6, 8)),   # score 0.3: below the threshold
-             rect_mask((1, 3), (1, 3)),   # score 0.7 but inside the 0.9 one: no pixel left
-             rect_mask((6, 8), (0, 2))]   # score 0.5 exactly: kept (>=)
-    scores, labels = [0.6, 0.9, 0.3, 0.7, 0.5], [2, 1, 3, 4, 5]
-    inst, cls = detections_to_label_image(masks, scores, labels)
-    assert inst.dtype == np.uint16 and inst.shape == (8, 8)
-    assert sorted(np.unique(inst).tolist()) == [0, 1, 2, 3]  # the 0.7 one dropped, ids packed
-    assert (inst == 1).sum() == 16 and (inst == 2).sum() == 16 - 4 and (inst == 3).sum() == 4
-    assert np.array_equal(inst == 1, masks[1])
-    assert (cls[inst == 1] == 1).all() and (cls[inst == 2] == 2).all()
-    assert (cls[inst == 3] == 5).all() and (cls[inst == 0] == 0).all()
-    # RLE dicts, with bytes or str counts, give the same images
-    rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
-    for r in rles[::2]:
-        r['counts'] = r['counts'].decode('ascii')
-    inst2, cls2 = detections_to_label_image(rles, scores, labels)
-    assert np.array_equal(inst, inst2) and np.array_equal(cls, cls2)
-    # 0-based labels with label_offset=1; a higher threshold; equal scores: the first wins
-    _, cls3 = detections_to_label_image(masks, scores, np.array(labels) - 1, label_offset=1)
-    assert np.array_equal(cls3, cls)
-    inst4, _ = detections_to_label_image(masks, scores, labels, score_thr=0.65)
-    assert sorted(np.unique(inst4).tolist()) == [0, 1]
-    inst5, _ = detections_to_label_image(masks[:2], [0.8, 0.8], [1, 1])
-    assert (inst5 == 1).sum() == 16 and inst5[3, 3] == 1  # the first painted last: wins 2-3
-    with pytest.raises(ValueError, match='label_offset'):
-        detections_to_label_image(masks, scores, np.array(labels) - 1)
-    empty, empty_cls = detections_to_label_image([], [], [], shape=(4, 5))
-    assert empty.shape == empty_cls.shape == (4, 5) and not empty.any()
-
 
 def test_crops_of_rles_equal_the_masks():
     """The run-based decoder of cellseg.structures.label_images against pycocotools' masks:

@@ -23,7 +23,8 @@ import tool_runner
 import torch
 
 from cellseg.apis.predict import CSV_COLUMNS, collect_images, output_stems
-from cellseg.formats.hw3 import CLASS_NAMES, HW3FormatError, list_train_samples, read_image
+from cellseg.formats.hw3 import HW3FormatError, list_train_samples, read_image
+from cellseg.testing.synthetic_cells import SYNTHETIC_CLASSES
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / 'tests' / 'configs' / 'cell_r50_tiny.py'
@@ -68,7 +69,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = MODELS.build(cfg.model)
     path = tmp_path_factory.mktemp('random_model') / 'random.pth'
     torch.save({'state_dict': model.state_dict(),
-                'meta': {'dataset_meta': {'classes': CLASS_NAMES,
+                'meta': {'dataset_meta': {'classes': SYNTHETIC_CLASSES,
                                           'palette': CellDataset.METAINFO['palette']}}}, path)
     return path
 
@@ -141,7 +142,8 @@ def test_paint_labels_ids_dtype_and_ties() -> None:
     assert index.tolist() == [1, 3, 0] and (ids == 3).sum() == 12  # the ring left of the square
     classes = class_map(ids, np.array([2, 4, 1]))
     assert classes.dtype == np.uint8 and set(np.unique(classes)) == {0, 1, 2, 4}
-    rows = instance_rows('x', ids, np.array([2, 4, 1]), np.array([0.5, 0.5, 0.1]), CLASS_NAMES)
+    rows = instance_rows('x', ids, np.array([2, 4, 1]), np.array([0.5, 0.5, 0.1]),
+                         SYNTHETIC_CLASSES)
     assert [(r['area'], r['bbox_x'], r['bbox_y'], r['bbox_w'], r['bbox_h']) for r in rows] == [
         (4, 3, 3, 2, 2), (3, 0, 0, 3, 1), (12, 2, 2, 4, 4)]
     assert (rows[2]['centroid_x'], rows[2]['centroid_y']) == (3.5, 3.5)
@@ -205,7 +207,7 @@ def test_csv_and_class_map_agree_with_the_label_image(tiny_root: Path, predicted
             assert float(r['centroid_x']) == pytest.approx(xs.mean(), abs=0.006)
             assert float(r['centroid_y']) == pytest.approx(ys.mean(), abs=0.006)
             assert np.all(classes[ids == i] == int(r['class_id']))
-            assert r['class_name'] == CLASS_NAMES[int(r['class_id']) - 1]
+            assert r['class_name'] == SYNTHETIC_CLASSES[int(r['class_id']) - 1]
             assert 0.0 <= float(r['score']) <= 1.0
 
 
@@ -275,14 +277,14 @@ def test_eval_report_on_known_predictions(tiny_root: Path, tmp_path: Path) -> No
     results_path.write_text(json.dumps(results))
 
     out = tmp_path / 'report'
-    written = write_eval_report(tiny_root / 'test_gt.json', results_path, out, CLASS_NAMES,
+    written = write_eval_report(tiny_root / 'test_gt.json', results_path, out, SYNTHETIC_CLASSES,
                                 images_root=tiny_root)
     assert set(written) == {'per_class.md', 'per_class.csv', 'pr_curves.png', 'confusion.png',
                             'confusion.csv', 'per_image.csv', 'worst_images.png'}
 
     with open(out / 'per_class.csv', newline='') as f:
         table = list(csv.DictReader(f))
-    assert [r['class'] for r in table] == [*CLASS_NAMES, 'mean']
+    assert [r['class'] for r in table] == [*SYNTHETIC_CLASSES, 'mean']
     n_gt = [sum(a['category_id'] == k for a in anns) for k in range(1, 5)]
     assert [int(r['gt_instances']) for r in table[:4]] == n_gt
     assert sum(int(r['predictions']) for r in table[:4]) == len(results)
@@ -330,7 +332,7 @@ def test_eval_report_on_known_predictions(tiny_root: Path, tmp_path: Path) -> No
 def test_eval_report_without_predictions(tiny_root: Path, tmp_path: Path) -> None:
     from cellseg.evaluation.eval_report import write_eval_report
 
-    written = write_eval_report(tiny_root / 'test_gt.json', [], tmp_path, CLASS_NAMES)
+    written = write_eval_report(tiny_root / 'test_gt.json', [], tmp_path, SYNTHETIC_CLASSES)
     assert 'worst_images.png' not in written  # no images_root, no gallery
     with open(tmp_path / 'per_class.csv', newline='') as f:
         table = list(csv.DictReader(f))

@@ -16,8 +16,9 @@ import torch
 from mmengine.config import Config
 from tool_runner import run_tool
 
-from cellseg.apis.config_helpers import set_data_paths, use_test_ground_truth
+from cellseg.apis.data_paths import set_data_paths
 from cellseg.apis.evaluate import resolve_test_classes
+from cellseg.apis.test_loop import use_test_ground_truth
 from cellseg.engine.checkpoint_loader import CheckpointError
 from cellseg.formats import hw3
 from cellseg.formats.submission import SUBMISSION_JSON

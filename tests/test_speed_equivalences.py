@@ -31,12 +31,11 @@ from cellseg.models.roi_heads.mask_heads.chunked_mask_head import ChunkedMaskHea
 from cellseg.models.roi_heads.mask_heads.mask_paste import paste_masks_to_rles
 from cellseg.structures.rle import (
     encode_instances,
-    encode_label_map,
     encode_windows,
     rle_pixels,
 )
 from cellseg.structures.sparse_masks import SparseBitmapMasks
-from cellseg.testing.demo_data import render_image
+from cellseg.testing.demo_data import SYNTHETIC_CLASSES, render_image
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # benchmarks/ is a package beside cellseg/, not installed
@@ -137,30 +136,6 @@ def test_chunked_roi_head_predicts_what_standard_roi_head_predicts() -> None:
         MODELS.build(dict(roi_cfg, mask_chunk=0))
 
 
-def test_fast_json_handler_writes_what_mmengine_wrote(tmp_path) -> None:
-    """The registered handler writes json.dump's text (numpy values included), for .json only."""
-    from mmengine.config import Config
-    from mmengine.fileio import dump, load
-    from mmengine.fileio.handlers import JsonHandler
-    from mmengine.fileio.handlers.registry_utils import file_handlers
-
-    # its imports
-    Config.fromfile(str(Path(__file__).parents[1] / 'configs' / 'cell_r50_scratch.py'))
-    from cellseg.evaluation.fast_json_handler import FastJsonHandler
-
-    assert isinstance(file_handlers['json'], FastJsonHandler)
-    rng = np.random.default_rng(4)
-    results = [dict(image_id=int(i), bbox=rng.random(4).astype(np.float32).tolist(),
-                    score=np.float32(rng.random()), category_id=np.int64(2),
-                    segmentation=dict(size=[512, 512], counts='PQ\\o0' * int(i)))
-               for i in range(50)]
-    dump(results, tmp_path / 'fast.json')
-    with open(tmp_path / 'plain.json', 'w') as f:
-        JsonHandler().dump_to_fileobj(results, f)
-    assert (tmp_path / 'fast.json').read_text() == (tmp_path / 'plain.json').read_text()
-    assert load(tmp_path / 'fast.json')[3]['segmentation']['counts'] == 'PQ\\o0' * 3
-
-
 def test_paste_thresholds_and_soft_masks_fall_back() -> None:
     boxes, logits, labels = _detections(1, 60, 90, 110)
     meta = dict(scale_factor=(1.0, 1.0), ori_shape=(90, 110))
@@ -205,8 +180,8 @@ def test_label_map_encoding_equals_the_per_mask_reference() -> None:
     assert encode_instances(one_class) == encode_instance_map_per_mask(one_class)
     assert encode_instances(np.zeros((5, 4), np.int64)) == []
     assert encode_instance_map_per_mask(np.zeros((5, 4), np.int64)) == []
-    found, _ = encode_label_map(ids)
-    assert found.tolist() == sorted(set(np.unique(ids).tolist()) - {0})
+    found = [inst['id'] for inst in encode_instances(ids)]
+    assert found == sorted(set(np.unique(ids).tolist()) - {0})
 
 
 def test_rle_pixels_equal_pycocotools_decode() -> None:
@@ -231,7 +206,7 @@ def test_rle_pixels_equal_pycocotools_decode() -> None:
 
 def _sparse_and_dense(seed: int = 6) -> tuple[SparseBitmapMasks, BitmapMasks]:
     _, ids, _ = render_image(np.random.default_rng(seed), 60, 70, 25)
-    _, rles = encode_label_map(ids)
+    rles = [inst['segmentation'] for inst in encode_instances(ids)]
     rles.append(mask_utils.encode(np.zeros((60, 70), np.uint8, order='F')))  # an empty mask
     inst, ys, xs = rle_pixels(rles)
     dense = mask_utils.decode(rles).transpose(2, 0, 1)
@@ -328,7 +303,7 @@ def _eval_case(tmp_path) -> tuple[str, list[dict]]:
                     image_id=image_id, score=float(rng.uniform(0.05, 0.5 if fake else 1.0)),
                     category_id=k if fake or rng.random() < 0.9 else int(rng.integers(1, 5)),
                     segmentation=dict(size=rle['size'], counts=rle['counts'].decode())))
-    gt = dict(images=images, annotations=anns, categories=hw3.categories())
+    gt = dict(images=images, annotations=anns, categories=hw3.categories(SYNTHETIC_CLASSES))
     path = tmp_path / 'gt.json'
     path.write_text(json.dumps(gt))
     return str(path), preds

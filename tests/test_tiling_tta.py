@@ -27,14 +27,14 @@ from mmengine.structures import InstanceData
 from test_configs import changed_keys
 
 import cellseg.datasets.transforms.load_cell_image_from_file  # noqa: F401  (registers LoadCellImageFromFile)
-from cellseg.apis.config_helpers import use_tta
-from cellseg.datasets.transforms.rot90 import Rot90
-from cellseg.evaluation.anchor_stats import (
+from cellseg.apis.anchor_stats import (
     MMDET_DEFAULT_ANCHORS,
     anchor_iou,
     load_boxes,
     suggest_anchors,
 )
+from cellseg.apis.test_loop import use_tta
+from cellseg.datasets.transforms.rot90 import Rot90
 from cellseg.models.detectors.tiled_mask_rcnn import (
     TileConfig,
     TiledMaskRCNN,
@@ -513,8 +513,10 @@ def test_dense_configs_change_only_what_they_say() -> None:
         'model.rpn_head.anchor_generator.scales[2]', 'model.rpn_head.anchor_generator.ratios[0]',
         'model.rpn_head.anchor_generator.ratios[2]',
         'model.train_cfg.rpn_proposal.nms_pre', 'model.train_cfg.rpn_proposal.max_per_img',
-        'model.test_cfg.rpn.nms_pre', 'model.test_cfg.rpn.max_per_img',
-        'model.test_cfg.rcnn.max_per_img', 'model.test_cfg.rcnn.score_thr'}
+        'model.test_cfg.rpn.nms_pre_per_mpx', 'model.test_cfg.rpn.max_per_img',
+        'model.test_cfg.rpn.max_per_img_per_mpx', 'model.test_cfg.rcnn.max_per_img',
+        'model.test_cfg.rcnn.max_per_img_per_mpx', 'model.test_cfg.rcnn.max_per_class',
+        'model.test_cfg.rcnn.uncapped_score', 'model.test_cfg.rcnn.score_thr'}
     tiled = changed_keys('cell_r50_scratch_dense_tiled.py', 'cell_r50_scratch_dense.py')
     assert {k.split('.')[0] for k in tiled} == {'model'}
     assert {k for k in tiled if k.startswith('model.')} == {'model.type'} | {
@@ -541,6 +543,24 @@ def test_anchor_suggestion_fits_small_boxes(tmp_path: Path) -> None:
     new, old = anchor_iou(wh, suggested), anchor_iou(wh, MMDET_DEFAULT_ANCHORS)
     assert (new >= 0.7).mean() > (old >= 0.7).mean() + 0.2
     assert (new >= 0.3).mean() > 0.95
+
+
+def test_anchor_iou_is_the_best_of_mmdet_s_whole_anchor_grid() -> None:
+    """The nearest grid point of each level gives what the best of every anchor mmdet's
+    AnchorGenerator places on a feature map gives (bbox_overlaps against all of them)."""
+    from mmdet.models.task_modules.prior_generators import AnchorGenerator
+    from mmdet.structures.bbox import bbox_overlaps
+
+    rng = np.random.default_rng(1)
+    wh = rng.uniform(3, 60, (200, 2))
+    centres = rng.uniform(70, 186, (200, 2))  # inside the grid, away from its border
+    cfg = dict(scales=[2.0, 2.83], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64])
+    priors = AnchorGenerator(**cfg).grid_priors([(256 // s, 256 // s) for s in cfg['strides']],
+                                                dtype=torch.float64, device='cpu')
+    boxes = torch.from_numpy(np.concatenate([centres - wh / 2, centres + wh / 2], axis=1))
+    whole = bbox_overlaps(boxes, torch.cat(priors)).max(dim=1).values.numpy()
+    np.testing.assert_allclose(anchor_iou(wh, cfg, centres), whole, atol=1e-12)
+    assert (whole > 0.3).mean() > 0.5  # the comparison is about overlapping anchors
 
 
 def test_crops_read_masks_in_either_form() -> None:

@@ -13,6 +13,7 @@ from mmdet.utils import register_all_modules
 import cellseg.datasets.cell_dataset  # noqa: F401  (registers CellDataset)
 import cellseg.datasets.transforms.load_cell_image_from_file  # noqa: F401  (registers LoadCellImageFromFile)
 from cellseg.formats import hw3
+from cellseg.testing.synthetic_cells import SYNTHETIC_CLASSES
 
 register_all_modules(init_default_scope=True)
 
@@ -164,7 +165,9 @@ def test_mmdet_load_annotations_yields_the_class_map_instances(tiny_root: Path,
         data_prefix=dict(img=''), filter_cfg=dict(filter_empty_gt=False, min_size=0),
         pipeline=[dict(type='LoadCellImageFromFile'),
                   dict(type='LoadAnnotations', with_bbox=True, with_mask=True)]))
-    assert dataset.metainfo['classes'] == hw3.CLASS_NAMES
+    # no classes given: the annotation file's, with a colour each
+    assert dataset.metainfo['classes'] == SYNTHETIC_CLASSES
+    assert len(dataset.metainfo['palette']) == len(SYNTHETIC_CLASSES)
     assert len(dataset) == len(hw3.list_train_samples(tiny_root))
     checked = 0
     for i in range(len(dataset)):

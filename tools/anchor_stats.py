@@ -13,8 +13,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from cellseg.apis.anchor_stats import report  # noqa: E402
 from cellseg.apis.cli import run_tool  # noqa: E402
-from cellseg.evaluation.anchor_stats import report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

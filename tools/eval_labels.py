@@ -4,7 +4,7 @@
         [--classes 1 2 3 4] [--radius 12] [--per-image] [--out FILE.json]
 
 PRED_DIR may be a predict output folder (<stem>_labels.tif, <stem>_classes.tif); the pairing
-rules are in cellseg/evaluation/label_folders.py, the metrics in nuclei_metrics.py.
+rules are in cellseg/apis/label_folders.py, the metrics in cellseg/evaluation/nuclei_metrics.py.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cellseg.apis.cli import run_tool  # noqa: E402
-from cellseg.evaluation.label_folders import evaluate_label_folders  # noqa: E402
+from cellseg.apis.label_folders import evaluate_label_folders  # noqa: E402
 from cellseg.utils.fileio import atomic_write_json, json_safe  # noqa: E402
 
 

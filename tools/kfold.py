@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from cellseg.apis.cli import run_tool  # noqa: E402
-from cellseg.evaluation.kfold_summary import best_validation, fold_table  # noqa: E402
+from cellseg.apis.kfold_summary import best_validation, fold_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> str | int:

@@ -20,20 +20,15 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from cellseg.apis.cli import run_tool  # noqa: E402
-from cellseg.apis.config_helpers import (  # noqa: E402
-    adapt_to_cpu,
-    add_common_args,
-    load_config,
-    use_test_ground_truth,
-    use_tta,
-)
+from cellseg.apis.cli import add_common_args, load_config, run_tool  # noqa: E402
+from cellseg.apis.cpu_fallback import adapt_to_cpu  # noqa: E402
 from cellseg.apis.evaluate import (  # noqa: E402
     check_submission_inputs,
     evaluate,
     resolve_test_classes,
     submit,
 )
+from cellseg.apis.test_loop import use_test_ground_truth, use_tta  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -12,8 +12,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from cellseg.apis.cli import run_tool  # noqa: E402
-from cellseg.apis.config_helpers import CPU_AMP_MODES, add_common_args  # noqa: E402
+from cellseg.apis.cli import add_common_args, run_tool  # noqa: E402
+from cellseg.apis.cpu_fallback import CPU_AMP_MODES  # noqa: E402
 from cellseg.apis.pretrained import CHOICES  # noqa: E402
 from cellseg.apis.train import build_runner, training_config  # noqa: E402
 from cellseg.engine.quiet_logs import drop_mmengine_deprecation_notices  # noqa: E402

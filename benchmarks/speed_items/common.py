@@ -159,21 +159,21 @@ def big_image(work: Path) -> Path:
 
 def load_config(path: str | Path) -> Any:
     """A config (its custom_imports imported) in mmdet's default scope, random initial weights
-    (no backbone checkpoint is read), its heads sized to the four HW3 classes of the benchmark
-    data and of CoNSeP where the config leaves the classes to the data (as tools/train.py sizes
-    them; left alone, they keep mmdet's 80, and a 4-class checkpoint's class layers would not
-    load)."""
+    (no backbone checkpoint is read), its heads sized to the four classes of the generated
+    benchmark data (and of CoNSeP) where the config leaves the classes to the data (as
+    tools/train.py sizes them; left alone, they keep mmdet's 80, and a 4-class checkpoint's
+    class layers would not load)."""
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
-    from cellseg.apis.config_helpers import configured_classes, set_classes
-    from cellseg.formats.hw3 import CLASS_NAMES
+    from cellseg.apis.classes import configured_classes, set_classes
+    from cellseg.testing.synthetic_cells import SYNTHETIC_CLASSES
 
     register_all_modules(init_default_scope=True)
     cfg = Config.fromfile(str(path))
     cfg.model.backbone.init_cfg = None
     if configured_classes(cfg) is None:
-        set_classes(cfg, tuple(CLASS_NAMES))
+        set_classes(cfg, SYNTHETIC_CLASSES)
     return cfg
 
 

@@ -2,12 +2,11 @@
 JSON (pipeline, model, paste, RLE, results JSON, then the submission read back, checked and
 written with its zip, as ``tools/test.py --submit`` does: images read by a loader worker beside
 the model, the wait for them counted) against the model's forward alone; mmdet's
-``StandardRoIHead`` + ``FCNMaskHead`` with mmengine's JSON writer, and the configs'
-``ChunkedRoIHead`` + ``ChunkedMaskHead`` with ``cellseg.evaluation.fast_json_handler``."""
+``StandardRoIHead`` + ``FCNMaskHead`` against the configs' ``ChunkedRoIHead`` +
+``ChunkedMaskHead``, both writing their JSON with mmengine's writer."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -15,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks.speed_items import predict_trained
 from benchmarks.speed_items.common import (
     REPO,
     build_model,
@@ -27,18 +27,22 @@ from benchmarks.speed_items.common import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The models and the image count."""
-    parser.add_argument('--predict-config', nargs='+',
+    """The models and the image count; the trained model's options (``predict_trained``)."""
+    parser.add_argument('--predict-config', nargs='*',
                         default=['configs/cell_r50_scratch_dense.py',
                                  'tests/configs/cell_r50_tiny.py'],
                         help='models of the predict item')
     parser.add_argument('--predict-images', type=int, default=4)
+    predict_trained.add_arguments(parser)
 
 
 def run(args: argparse.Namespace, work: Path) -> None:
-    """One measurement per ``--predict-config``."""
+    """One measurement per ``--predict-config``, then the trained model's figures when a
+    checkpoint is given (``predict_trained``)."""
     for config in args.predict_config:
         bench_predict(work, config, args.rounds, args.predict_images)
+    if args.predict_checkpoint:
+        predict_trained.run_trained(args, work)
 
 
 def forward_only(model: Any, batch: dict) -> int:
@@ -57,27 +61,12 @@ def forward_only(model: Any, batch: dict) -> int:
     return len(rois)
 
 
-@contextlib.contextmanager
-def json_handler(handler: Any) -> Iterator[None]:
-    """mmengine's ``dump`` of ``.json`` files through ``handler`` for the duration."""
-    from mmengine.fileio.handlers.registry_utils import file_handlers
-
-    saved = file_handlers['json']
-    file_handlers['json'] = handler
-    try:
-        yield
-    finally:
-        file_handlers['json'] = saved
-
-
 def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
     """Both heads on the same images, image by image, after one warm-up round."""
     import torch
     from mmdet.evaluation import CocoMetric
     from mmengine.dataset import pseudo_collate
-    from mmengine.fileio.handlers import JsonHandler
 
-    from cellseg.evaluation.fast_json_handler import FastJsonHandler
     from cellseg.formats.hw3 import ImageInfo
     from cellseg.formats.submission import write_submission
 
@@ -150,14 +139,10 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
                         t_e2e[head] += end - mid
                         t_wait[head] += waited
             for head in heads:
-                # the baseline writes its JSON as mmengine does (json.dump); the configs' runs
-                # through cellseg.evaluation.fast_json_handler. Then, as tools/test.py --submit
-                # does for both, the results are read back, checked and written as
-                # test-results.json and its zip.
-                writer = JsonHandler() if head == 'fcn' else FastJsonHandler()
+                # the results JSON as mmdet writes it; then, as tools/test.py --submit does,
+                # read back, checked and written as test-results.json and its zip
                 start = time.perf_counter()
-                with json_handler(writer):
-                    metrics[head].compute_metrics(metrics[head].results)
+                metrics[head].compute_metrics(metrics[head].results)
                 with open(out_dir / 'results.segm.json') as f:
                     submitted = json.load(f)
                 json_path, _ = write_submission(submitted, out_dir / head / 'submission.zip',
@@ -172,9 +157,8 @@ def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:
     name = Path(config).stem
     report('predict', f'reading one image (test pipeline, in the main process), {name}',
            f'{t_read * 1e3:.1f} ms')
-    for head, label in (('fcn', "mmdet's RoI and mask heads, mmengine's json.dump"),
-                        ('chunked', 'ChunkedRoIHead + ChunkedMaskHead, '
-                         'cellseg.evaluation.fast_json_handler')):
+    for head, label in (('fcn', "mmdet's RoI and mask heads"),
+                        ('chunked', 'ChunkedRoIHead + ChunkedMaskHead')):
         fwd, e2e = results[head]
         report('predict', f'end to end / forward, {name}, 512x512, 300 detections, {label}',
                f'{e2e / fwd:.3f} ({e2e * 1e3:.0f} ms / {fwd * 1e3:.0f} ms; overhead '

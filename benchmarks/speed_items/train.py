@@ -76,7 +76,7 @@ def loop_vs_step(work: Path, iters: int, cell_annotations: bool) -> None:
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
 
-    from cellseg.apis.config_helpers import adapt_to_cpu
+    from cellseg.apis.cpu_fallback import adapt_to_cpu
     from cellseg.utils.fileio import atomic_write_json
 
     root = dense512(work)
@@ -215,7 +215,7 @@ def set_precision(cfg: Any, precision: str) -> list[str]:
     (``OptimWrapper``). Where CUDA is visible ``adapt_to_cpu`` changes nothing, and this item
     runs on the CPU still: the same change is made here. Returns adapt_to_cpu's messages."""
     import cellseg.engine.optimizers.cpu_amp_optim_wrapper  # noqa: F401  (registers it)
-    from cellseg.apis.config_helpers import adapt_to_cpu
+    from cellseg.apis.cpu_fallback import adapt_to_cpu
 
     if precision not in ('fp32', 'bf16'):
         raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")

@@ -14,13 +14,9 @@ from mmengine.config import Config
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
-from cellseg.apis.config_helpers import (
-    checkpoint_classes,
-    configure_submission_run,
-    configured_classes,
-    resolve_classes,
-    test_dataset_root,
-)
+from cellseg.apis.classes import checkpoint_classes, configured_classes, resolve_classes
+from cellseg.apis.data_paths import test_dataset_root
+from cellseg.apis.test_loop import configure_submission_run
 from cellseg.engine.checkpoint_loader import CheckpointError, read_checkpoint
 from cellseg.evaluation.eval_report import write_eval_report
 from cellseg.evaluation.metrics.cell_coco_metric import NUCLEI_SCORE_THR

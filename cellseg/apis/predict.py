@@ -52,9 +52,10 @@ import tifffile
 import torch
 from scipy import ndimage
 
-from cellseg.apis.config_helpers import set_classes
+from cellseg.apis.classes import set_classes
 from cellseg.apis.prediction_folder import CSV_NAME, FAILED_NAME, STATE_DIR, append_durably
 from cellseg.apis.saved_config import config_from_checkpoint
+from cellseg.datasets.cell_dataset import palette_for
 from cellseg.engine.checkpoint_loader import read_checkpoint
 from cellseg.formats.hw3 import HW3FormatError
 from cellseg.formats.images import PERCENTILES, TIFF_SUFFIXES, read_image, tiff_shape
@@ -62,7 +63,7 @@ from cellseg.formats.qupath_geojson import geojson_bytes, instances_to_geojson
 from cellseg.structures.label_images import class_map, paint_labels
 from cellseg.utils.fileio import atomic_write_bytes
 from cellseg.utils.spreadsheet import SafeDictWriter, spreadsheet_safe
-from cellseg.visualization.visualize import overlay_instances, palette_for, write_png
+from cellseg.visualization.visualize import overlay_instances, write_png
 
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, '.png', '.jpg', '.jpeg')
 CSV_COLUMNS = ('image', 'instance_id', 'class_id', 'class_name', 'score', 'area', 'bbox_x',

@@ -10,14 +10,10 @@ from pathlib import Path
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from cellseg.apis.config_helpers import (
-    adapt_to_cpu,
-    checkpoint_classes,
-    configured_classes,
-    first_annotation_file,
-    load_config,
-    resolve_classes,
-)
+from cellseg.apis.classes import checkpoint_classes, configured_classes, resolve_classes
+from cellseg.apis.cli import load_config
+from cellseg.apis.cpu_fallback import adapt_to_cpu
+from cellseg.apis.data_paths import first_annotation_file
 from cellseg.apis.pretrained import choose_pretrained, fetch_weights, reinitialised_weights
 from cellseg.engine.checkpoint_loader import CheckpointError, is_url, read_checkpoint
 
@@ -137,6 +133,19 @@ def check_resume_classes(cfg: Config, checkpoint: str) -> None:
             'weights) or resume with the data it was trained on')
 
 
+def start_cpu_processes(cfg: Config) -> None:
+    """Start the process group of ``--launcher pytorch`` (tools/dist_train.sh) on a machine
+    without CUDA, env:// from torchrun, with the config's backend (``adapt_to_cpu`` made it
+    gloo). mmengine 0.10.7's ``init_dist`` calls ``torch.cuda.set_device``, which a CPU build
+    of torch lacks; the Runner skips ``init_dist`` when a process group exists."""
+    import torch
+    import torch.distributed as dist
+
+    if cfg.get('launcher') != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
+        return
+    dist.init_process_group(backend=cfg.env_cfg.get('dist_cfg', {}).get('backend', 'gloo'))
+
+
 def build_runner(cfg: Config, cpu_amp: str | None = None,
                  pretrained: str | None = None) -> Runner:
     """The Runner of a training: heads sized to the data's classes, the weights to start from
@@ -157,6 +166,7 @@ def build_runner(cfg: Config, cpu_amp: str | None = None,
         # a refused or broken file stops here; the dict is kept for the Runner's own load
         checkpoint = read_checkpoint(cfg.load_from)
     changes = adapt_to_cpu(cfg, cpu_amp)
+    start_cpu_processes(cfg)
     runner = Runner.from_cfg(cfg)
     if checkpoint is not None and not cfg.get('resume'):
         fresh = reinitialised_weights(runner.model, checkpoint)

@@ -1,26 +1,59 @@
-"""The HW3 cell dataset for MMDetection."""
+"""The cell dataset for MMDetection, and its class colours."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import cv2
+import numpy as np
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
 
-from cellseg.formats.hw3 import CLASS_NAMES, HW3FormatError, path_problem
-from cellseg.visualization.visualize import CLASS_PALETTE
+from cellseg.formats.coco_conversion import annotation_classes
+from cellseg.formats.hw3 import HW3FormatError, path_problem
+
+Color = tuple[int, int, int]
+
+# The class colours: distinct on H&E pink/purple and on fluorescence black backgrounds. A class
+# beyond them gets a hue of its own (``palette_for``).
+CLASS_PALETTE: tuple[Color, ...] = ((255, 221, 0), (0, 200, 255), (255, 64, 160), (80, 255, 80))
+
+
+def palette_for(meta: Mapping | None, n_classes: int) -> list[Color]:
+    """A model's or dataset's ``palette`` when it names a colour per class, else
+    ``CLASS_PALETTE`` followed by spread hues up to ``n_classes`` colours (mmdet may store the
+    string ``'random'``, which would not match between pictures)."""
+    palette = meta.get('palette') if meta else None
+    if isinstance(palette, (list, tuple)) and len(palette) >= n_classes:
+        return [tuple(int(v) for v in c) for c in palette[:n_classes]]
+    colours = list(CLASS_PALETTE)
+    for k in range(len(colours), n_classes):
+        hsv = np.uint8([[[(k * 47) % 180, 200, 255]]])
+        colours.append(tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]))
+    return colours[:n_classes]
 
 
 @DATASETS.register_module()
 class CellDataset(CocoDataset):
-    """``CocoDataset`` with the four HW3 cell classes and a palette to tell them apart.
+    """``CocoDataset`` whose classes, unless ``metainfo`` names them, are its annotation file's
+    categories (ids 1..K), with a colour per class in ``metainfo['palette']`` (which mmdet's
+    visualizer reads from ``dataset_meta``).
 
-    Annotation files come from ``data_prep/hw3_to_coco.py``; their ``file_name`` is relative to
-    ``data_root``, and one that leads outside it (absolute, or through ``..``) is refused naming
-    the annotation file and the entry. Nothing else differs from ``CocoDataset``.
+    The tools give every dataset the classes they settled on once (the annotation files' when
+    training, the checkpoint's ``meta.dataset_meta`` afterwards: ``cellseg.apis.classes``); a
+    dataset built without them reads its own file. Annotation files come from
+    ``data_prep/hw3_to_coco.py`` or are COCO files of the user's; their ``file_name`` is relative
+    to ``data_root``, and one that leads outside it (absolute, or through ``..``) is refused
+    naming the annotation file and the entry.
     """
 
-    # mmdet's usual class default (as CocoDataset's METAINFO names COCO's 80): HW3's four. Runs
-    # never rely on it: tools/train.py gives the datasets the annotation files' classes and the
-    # later tools the checkpoint's meta.dataset_meta (config_helpers.resolve_classes).
-    METAINFO = dict(
-        classes=CLASS_NAMES,
-        palette=list(CLASS_PALETTE))
+    # mmdet's CocoDataset names COCO's 80 classes here; cell data has no such default
+    METAINFO = dict(classes=(), palette=list(CLASS_PALETTE))
+
+    def load_data_list(self) -> list[dict]:
+        if not self._metainfo.get('classes'):
+            self._metainfo['classes'] = annotation_classes(self.ann_file)
+        self._metainfo['palette'] = palette_for(self._metainfo, len(self._metainfo['classes']))
+        return super().load_data_list()
 
     def parse_data_info(self, raw_data_info: dict) -> dict:
         name = raw_data_info['raw_img_info']['file_name']

@@ -45,6 +45,7 @@ from pycocotools.cocoeval import COCOeval
 
 from cellseg.evaluation.coco_nuclei_metrics import coco_nuclei_metrics
 from cellseg.evaluation.metrics.cell_coco_metric import average_precision
+from cellseg.datasets.cell_dataset import palette_for
 from cellseg.formats.hw3 import TEST_DIR
 from cellseg.formats.images import read_image
 from cellseg.structures.label_images import class_map, crops_of_rles, paint_labels
@@ -53,7 +54,6 @@ from cellseg.utils.spreadsheet import spreadsheet_safe
 from cellseg.visualization.visualize import (
     Color,
     draw_instances,
-    palette_for,
     plot_confusion,
     plot_gallery,
     plot_pr_curves,

@@ -391,36 +391,3 @@ class NucleiMetrics:
                    + (up == c).sum() + (ut == c).sum())
             out[f'f1_class{c}'] = float(2 * (t & p).sum() / den) if den else float('nan')
         return out
-
-
-def detections_to_label_image(masks: Sequence[np.ndarray | Mapping], scores: Sequence[float],
-                              labels: Sequence[int], score_thr: float = 0.5,
-                              shape: tuple[int, int] | None = None, label_offset: int = 0
-                              ) -> tuple[np.ndarray, np.ndarray]:
-    """(instance label image, class-of-pixel image) of the detections scoring >= ``score_thr``.
-
-    A thin wrapper of ``cellseg.structures.label_images`` (``paint_labels``, ``class_map``), so
-    the rules are those of ``tools/predict.py``'s label images: the higher score wins an
-    overlapped pixel (equal scores: the earlier detection wins), instances left without pixels
-    are dropped, ids 1..N follow decreasing score. ``masks``: HxW boolean arrays or pycocotools
-    RLE dicts. The uint8 class map holds ``label + label_offset`` (use 1 for MMDetection's
-    0-based labels); class ids must come out in 1..255, as 0 is background. ``shape`` is needed
-    when no mask is given.
-    """
-    from cellseg.structures.label_images import class_map, crops_of_masks, label_image, mask_size
-
-    scores = np.asarray(scores, np.float64).ravel()
-    labels = np.asarray(labels, np.int64).ravel() + label_offset
-    if not len(masks) == len(scores) == len(labels):
-        raise ValueError(f'{len(masks)} masks, {len(scores)} scores and {len(labels)} labels')
-    keep = np.flatnonzero(scores >= score_thr)
-    if keep.size and labels[keep].min() < 1:
-        raise ValueError('class ids must be >= 1 (0 is background): set label_offset=1 for '
-                         '0-based labels')
-    if shape is None:
-        if not len(masks):
-            raise ValueError('no mask to take the image shape from: pass shape')
-        shape = mask_size(masks[0])
-    crops = crops_of_masks([masks[i] for i in keep], shape)
-    inst, class_of_id, _ = label_image(crops, scores[keep], labels[keep], shape)
-    return inst, class_map(inst, class_of_id)

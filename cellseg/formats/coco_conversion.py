@@ -84,11 +84,23 @@ def subset(coco: dict, rows: np.ndarray) -> dict:
                 annotations=[a for a in coco['annotations'] if a['image_id'] in keep])
 
 
-def build_test_coco(data_root: str | Path,
-                    names: tuple[str, ...] | None = None) -> dict:
+def annotation_classes(ann_file: str | os.PathLike) -> tuple[str, ...]:
+    """The class names of a COCO file, by category id; ids must be 1..K."""
+    try:
+        with open(ann_file, encoding='utf-8') as f:
+            categories = json.load(f).get('categories') or []
+        categories = sorted(categories, key=lambda c: c['id'])
+    except (ValueError, AttributeError, KeyError, TypeError) as e:
+        raise hw3.HW3FormatError(f'{ann_file}: cannot read its COCO categories ({e})') from None
+    if [c['id'] for c in categories] != list(range(1, len(categories) + 1)) or not categories:
+        raise hw3.HW3FormatError(f'{ann_file}: categories must have ids 1..K (K >= 1), got '
+                                 f'{[c["id"] for c in categories]}')
+    return tuple(str(c['name']) for c in categories)
+
+
+def build_test_coco(data_root: str | Path, names: tuple[str, ...]) -> dict:
     """Image-info COCO file of ``test_release/`` carrying the ids of the test id map; its
-    categories are ``names`` (the train data's classes), else ``classes.txt``'s, else HW3's."""
-    names = names or hw3.read_class_names(data_root) or hw3.CLASS_NAMES
+    categories are ``names`` (the train data's classes or the model's; none when unknown)."""
     images = [dict(id=info.id, file_name=f'{hw3.TEST_DIR}/{info.file_name}', height=info.height,
                    width=info.width) for info in hw3.test_image_infos(data_root)]
     return dict(info=dict(description='HW3 test images (ids from test_image_name_to_ids.json)'),
@@ -189,7 +201,9 @@ def convert(data_root: str | Path, out_dir: str | Path, folds: int = 5, seed: in
 def _convert(data_root: Path, out_dir: Path, folds: int, seed: int, has_test: bool,
              no_train: bool) -> dict:
     if no_train:
-        test = build_test_coco(data_root)
+        # no train data to name the classes: classes.txt's, else none (the model brings its own
+        # when the test set is predicted or submitted)
+        test = build_test_coco(data_root, hw3.read_class_names(data_root) or ())
         with landing_together(out_dir) as put:
             written = [put('test.json', test)]
         return dict(images=0, instances=0, classes=[c['name'] for c in test['categories']],

@@ -3,9 +3,10 @@
 Layout::
 
     DATA_ROOT/train/<name>/image.tif            RGBA (or RGB, grey) uint8/uint16
-    DATA_ROOT/train/<name>/class{1..4}.tif      instance-id maps, 0 = background
+    DATA_ROOT/train/<name>/class{1..K}.tif      instance-id maps, 0 = background (HW3: K = 4)
     DATA_ROOT/test_release/<file>.tif
     DATA_ROOT/test_image_name_to_ids.json       [{file_name, id, height, width}, ...]
+    DATA_ROOT/classes.txt                       optional: the K class names, one a line
 
 Every non-zero value of ``classK.tif`` is one instance of class K. Real masks are float64; any
 integer dtype is accepted too. A class file may be absent (no instance of that class).
@@ -35,8 +36,8 @@ from cellseg.formats.images import (  # noqa: F401  (read_image: the data's read
 from cellseg.formats.problems import FormatError, is_int, raise_problems, short_repr
 from cellseg.structures.rle import encode_instances
 
-# The competition's four classes; other data brings its own (``data_classes``).
-CLASS_NAMES = ('class1', 'class2', 'class3', 'class4')
+# The classes are the data's own (``data_classes``): the competition's four class files give
+# class1..class4, other data may name its classes in this file.
 CLASSES_TXT = 'classes.txt'  # optional, in the data root: one class name a line, class1 first
 IMAGE_FILE = 'image.tif'
 TEST_DIR = 'test_release'
@@ -272,7 +273,7 @@ def iter_instances(labels: np.ndarray) -> Iterator[tuple[int, tuple[slice, slice
         yield int(i), slices[i - 1]
 
 
-def categories(names: tuple[str, ...] = CLASS_NAMES) -> list[dict]:
+def categories(names: tuple[str, ...]) -> list[dict]:
     """COCO categories of ``names``: ids 1..K in order."""
     return [dict(id=i + 1, name=name) for i, name in enumerate(names)]
 

@@ -101,13 +101,6 @@ def label_map_runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return ids, owner, starts, lengths
 
 
-def encode_label_map(labels: np.ndarray) -> tuple[np.ndarray, list[dict]]:
-    """``(ids, rles)``: the non-zero ids of an HxW id map in increasing order and the compressed
-    COCO RLE of each (what ``pycocotools.mask.encode(labels == id)`` gives), from one pass."""
-    ids, owner, starts, lengths = label_map_runs(labels)
-    return ids, rles_from_runs(owner, starts, lengths, len(ids), *labels.shape)
-
-
 def encode_instances(labels: np.ndarray) -> list[dict]:
     """The instances of an id map, ``[{'id', 'segmentation', 'bbox',
     'area'}]`` by increasing id with ``counts`` as str, from one pass over the map."""

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from cellseg.formats.hw3 import CLASS_NAMES, IMAGE_FILE, TEST_DIR, TEST_ID_MAP
+from cellseg.formats.hw3 import IMAGE_FILE, TEST_DIR, TEST_ID_MAP
 from cellseg.structures.rle import encode_instances
-from cellseg.testing.synthetic_cells import render_image
+from cellseg.testing.synthetic_cells import SYNTHETIC_CLASSES, render_image
 from cellseg.utils.fileio import atomic_write_json
 
-__all__ = ['CLASS_NAMES', 'TEST_GT', 'make_demo_dataset', 'render_image']
+__all__ = ['SYNTHETIC_CLASSES', 'TEST_GT', 'make_demo_dataset', 'render_image']
 
 TEST_GT = 'test_gt.json'
 # test_gt.json's info names its maker: a folder holding it may be regenerated over (stale images
@@ -147,8 +147,8 @@ def _write_train(out: Path, spec: _ImageSpec, rng: np.random.Generator) -> np.nd
     folder = out / 'train' / spec.name
     folder.mkdir(parents=True, exist_ok=True)
     _write_tiff(folder / IMAGE_FILE, rgba)
-    counts = np.zeros(len(CLASS_NAMES), np.int64)
-    for k in range(1, len(CLASS_NAMES) + 1):
+    counts = np.zeros(len(SYNTHETIC_CLASSES), np.int64)
+    for k in range(1, len(SYNTHETIC_CLASSES) + 1):
         path = folder / f'class{k}.tif'
         n = int((class_of_id == k).sum())
         counts[k - 1] = n
@@ -170,8 +170,8 @@ def _write_test(out: Path, spec: _ImageSpec, image_id: int, rng: np.random.Gener
     image = dict(id=image_id, file_name=f'{TEST_DIR}/{file_name}', height=spec.height,
                  width=spec.width)
     anns = []
-    counts = np.zeros(len(CLASS_NAMES), np.int64)
-    for k in range(1, len(CLASS_NAMES) + 1):
+    counts = np.zeros(len(SYNTHETIC_CLASSES), np.int64)
+    for k in range(1, len(SYNTHETIC_CLASSES) + 1):
         for inst in encode_instances(np.where(class_of_id[ids] == k, ids, 0)):
             anns.append(dict(image_id=image_id, category_id=k, segmentation=inst['segmentation'],
                              area=inst['area'], bbox=inst['bbox'], iscrowd=0))
@@ -195,14 +195,14 @@ def make_demo_dataset(out_dir: str | Path, seed: int = 0, tiny: bool = False) ->
     (out / 'train').mkdir(parents=True, exist_ok=True)
     (out / TEST_DIR).mkdir(parents=True, exist_ok=True)
 
-    train_counts = np.zeros(len(CLASS_NAMES), np.int64)
+    train_counts = np.zeros(len(SYNTHETIC_CLASSES), np.int64)
     for i, spec in enumerate(train):
         train_counts += _write_train(out, spec, np.random.default_rng([seed, 0, i]))
 
     # ids 1..n in a shuffled order, as the real map's ids do not follow file names
     test_ids = np.random.default_rng([seed, 8]).permutation(len(test)) + 1
     images, annotations = [], []
-    test_counts = np.zeros(len(CLASS_NAMES), np.int64)
+    test_counts = np.zeros(len(SYNTHETIC_CLASSES), np.int64)
     for i, spec in enumerate(test):
         image, anns, counts = _write_test(out, spec, int(test_ids[i]),
                                           np.random.default_rng([seed, 1, i]))
@@ -220,15 +220,15 @@ def make_demo_dataset(out_dir: str | Path, seed: int = 0, tiny: bool = False) ->
         info=dict(description=_INFO_DESCRIPTION, seed=seed, tiny=tiny),
         images=images,
         annotations=annotations,
-        categories=[dict(id=k + 1, name=name) for k, name in enumerate(CLASS_NAMES)]))
+        categories=[dict(id=k + 1, name=name) for k, name in enumerate(SYNTHETIC_CLASSES)]))
 
     sides = [v for s in train + test for v in (s.height, s.width)]
     return dict(
         root=str(out),
         train_images=len(train),
         test_images=len(test),
-        train_instances_per_class=dict(zip(CLASS_NAMES, train_counts.tolist())),
-        test_instances_per_class=dict(zip(CLASS_NAMES, test_counts.tolist())),
+        train_instances_per_class=dict(zip(SYNTHETIC_CLASSES, train_counts.tolist())),
+        test_instances_per_class=dict(zip(SYNTHETIC_CLASSES, test_counts.tolist())),
         largest_side=max(sides),
         smallest_side=min(sides),
     )

@@ -45,6 +45,8 @@ _STYLES = {
     3: _Style((164, 112, 70), (118, 74, 44), 1.0, (136, 88, 54), 0.45, 11.0, 1.0),
     4: _Style((104, 144, 212), (58, 92, 170), 2.5, (66, 84, 168), 0.3, 12.0, 2.0),
 }
+# The names the generated data gives its kinds of cell, as HW3 names its class files
+SYNTHETIC_CLASSES = tuple(f'class{k}' for k in sorted(_STYLES))
 _BACKGROUND = np.array([238, 226, 232], np.float32)
 
 

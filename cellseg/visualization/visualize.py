@@ -28,30 +28,6 @@ from cellseg.utils.scalars import LEADERBOARD_KEY
 Color = tuple[int, int, int]
 
 
-# The class colours, the one place they are chosen (``CellDataset.METAINFO`` takes them): distinct
-# on H&E pink/purple and on fluorescence black backgrounds.
-CLASS_PALETTE: tuple[Color, ...] = ((255, 221, 0), (0, 200, 255), (255, 64, 160), (80, 255, 80))
-
-
-def default_palette() -> list[Color]:
-    """``CLASS_PALETTE`` as a list."""
-    return list(CLASS_PALETTE)
-
-
-def palette_for(meta: Mapping, n_classes: int) -> list[Color]:
-    """A model's or dataset's ``palette`` when it names a colour per class, else the default one
-    (mmdet may store the string ``'random'``, which would not match between pictures)."""
-    palette = meta.get('palette') if meta else None
-    if isinstance(palette, (list, tuple)) and len(palette) >= n_classes:
-        return [tuple(int(v) for v in c) for c in palette[:n_classes]]
-    default = default_palette()
-    if len(default) < n_classes:  # more classes than the HW3 four: spread hues for the rest
-        for k in range(len(default), n_classes):
-            hsv = np.uint8([[[(k * 47) % 180, 200, 255]]])
-            default.append(tuple(int(v) for v in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]))
-    return default[:n_classes]
-
-
 # ---- raster overlays ----------------------------------------------------------------------------
 
 def contour_thickness(shape: Sequence[int]) -> int:
@@ -144,30 +120,18 @@ def overlay_instances(image: np.ndarray, id_map: np.ndarray, class_map: np.ndarr
 
 
 def hw3_gt_overlay(sample: TrainSample, class_names: Sequence[str],
-                   palette: Sequence[Color] | None = None) -> np.ndarray:
+                   palette: Sequence[Color]) -> np.ndarray:
     """The ground truth of one HW3 train folder drawn straight from its ``classK.tif`` files
     (read and checked by ``cellseg.formats.hw3``, not through a converted COCO file), so a
     conversion can be checked by eye against its source. The legend counts the instances of
-    each class. ``class_names`` are the data root's (``hw3.data_classes``); ``palette``, by
-    default the one ``set_classes`` gives a dataset of as many classes."""
-    if palette is None:
-        palette = palette_for({}, len(class_names))
+    each class. ``class_names`` are the data root's (``hw3.data_classes``), ``palette`` a colour
+    for each (a dataset's ``metainfo['palette']``)."""
     image = read_image(sample.image_path)
     maps = {k: read_instance_map(p, image.shape[:2]) for k, p in sample.class_paths.items()}
     counts = [sum(1 for _ in iter_instances(maps[k])) if k in maps else 0
               for k in range(1, len(class_names) + 1)]
     drawn = draw_class_maps(image, maps, palette)
     return draw_legend(drawn, class_legend(class_names, counts), palette)
-
-
-def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
-    """``image`` shrunk (area interpolation) so its longer side is at most ``max_side``."""
-    h, w = image.shape[:2]
-    f = max_side / max(h, w)
-    if f >= 1:
-        return image
-    return cv2.resize(image, (max(1, round(w * f)), max(1, round(h * f))),
-                      interpolation=cv2.INTER_AREA)
 
 
 def encode_png(image: np.ndarray) -> bytes:

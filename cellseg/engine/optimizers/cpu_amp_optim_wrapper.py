@@ -35,7 +35,7 @@ class CpuAmpOptimWrapper(AmpOptimWrapper):
     the models cellseg registers give them float32 inside the autocast (``ChunkedRoIHead``,
     ``Float32ProposalRPNHead``). ``tools/train.py`` puts this wrapper in place of the configs'
     ``AmpOptimWrapper`` on a CPU with native bfloat16
-    (``cellseg.apis.config_helpers.adapt_to_cpu``).
+    (``cellseg.apis.cpu_fallback.adapt_to_cpu``).
     """
 
     def __init__(self, dtype: str | torch.dtype = 'bfloat16', **kwargs) -> None:

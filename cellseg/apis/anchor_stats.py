@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from mmdet.models.task_modules.prior_generators import AnchorGenerator
+from mmdet.structures.bbox import bbox_overlaps
 
 FPN_STRIDES = (4, 8, 16, 32, 64)
 # mmdet's _base_/models/mask-rcnn_r50_fpn.py
@@ -64,43 +67,26 @@ def load_boxes(ann_path: str | Path) -> Boxes:
                  np.array(list(counts.values()), np.int64))
 
 
-def anchor_shapes(scales: list[float], ratios: list[float],
-                  strides: list[int] | tuple[int, ...]) -> np.ndarray:
-    """(K, 2) widths and heights of all anchors, computed as mmdet's ``AnchorGenerator`` does
-    (base size = stride, ``h = base * scale * sqrt(ratio)``, ``w = base * scale / sqrt(ratio)``)."""
-    out = [(stride * s / math.sqrt(r), stride * s * math.sqrt(r))
-           for stride in strides for s in scales for r in ratios]
-    return np.array(out, np.float64)
-
-
-def anchor_strides(scales: list[float], ratios: list[float],
-                   strides: list[int] | tuple[int, ...]) -> np.ndarray:
-    """(K,) the stride of each anchor of :func:`anchor_shapes`, in the same order."""
-    return np.repeat(np.asarray(strides, np.float64), len(scales) * len(ratios))
-
-
-def best_anchor_iou(wh: np.ndarray, anchors: np.ndarray, strides: np.ndarray,
-                    seed: int = 0) -> np.ndarray:
-    """For each box, the highest IoU with an anchor at the grid point of its level nearest to the
-    box centre; centres are drawn uniformly (``seed``) over a period of every stride."""
-    period = float(np.lcm.reduce(strides.astype(np.int64)))
-    centre = np.random.default_rng(seed).uniform(0, period, size=(len(wh), 2))
-    # offset of the nearest grid point (mmdet: anchor centres at multiples of the stride)
-    off = centre[:, None, :] - np.round(centre[:, None, :] / strides[None, :, None]) * strides[
-        None, :, None]
-    half_box = wh[:, None, :] / 2
-    half_anchor = anchors[None, :, :] / 2
-    inter_wh = np.clip(np.minimum(half_box, off + half_anchor)
-                       - np.maximum(-half_box, off - half_anchor), 0, None)
-    inter = inter_wh[..., 0] * inter_wh[..., 1]
-    union = (wh[:, 0] * wh[:, 1])[:, None] + (anchors[:, 0] * anchors[:, 1])[None] - inter
-    return (inter / union).max(axis=1)
-
-
-def anchor_iou(wh: np.ndarray, cfg: dict) -> np.ndarray:
-    """:func:`best_anchor_iou` of the boxes for an anchor config (scales, ratios, strides)."""
-    args = cfg['scales'], cfg['ratios'], cfg['strides']
-    return best_anchor_iou(wh, anchor_shapes(*args), anchor_strides(*args))
+def anchor_iou(wh: np.ndarray, cfg: dict, centres: np.ndarray | None = None,
+               seed: int = 0) -> np.ndarray:
+    """For each box (widths, heights ``wh``), the highest IoU with an anchor of mmdet's
+    ``AnchorGenerator(**cfg)`` at the grid point of each level nearest to the box centre.
+    ``centres``: (N, 2) x, y of the boxes; by default drawn uniformly (``seed``) over a period
+    of every stride."""
+    generator = AnchorGenerator(strides=cfg['strides'], ratios=cfg['ratios'],
+                                scales=cfg['scales'])
+    strides = np.array([s[0] for s in generator.strides], np.float64)
+    if centres is None:
+        period = float(np.lcm.reduce(strides.astype(np.int64)))
+        centres = np.random.default_rng(seed).uniform(0, period, size=(len(wh), 2))
+    best = torch.zeros(len(wh), dtype=torch.float64)
+    for stride, anchors in zip(strides, generator.base_anchors):  # centred on (0, 0)
+        # the box relative to its nearest grid point (anchor centres are multiples of stride)
+        off = centres - np.round(centres / stride) * stride
+        boxes = torch.from_numpy(np.concatenate([off - wh / 2, off + wh / 2], axis=1))
+        iou = bbox_overlaps(boxes, anchors.to(torch.float64))
+        best = torch.maximum(best, iou.max(dim=1).values)
+    return best.numpy()
 
 
 def _nice(x: float) -> float:

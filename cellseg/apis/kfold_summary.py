@@ -25,11 +25,6 @@ def best_validation(work_dir: str | Path, key: str = LEADERBOARD_KEY) -> dict:
     return max(rows, key=lambda r: r[key])
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single fold)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def class_ap50_key(name: str) -> str:
     """The key of a class's mask AP50 as the metric logs it (``classwise``)."""
     return f'coco/segm_{name}_mAP_50'
@@ -61,10 +56,12 @@ def fold_table(best_rows: list[dict], class_names: tuple[str, ...] | None = None
         cells = [str(f), str(row.get('epoch', '?'))]
         cells += [f'{row[c]:.3f}' if c in row else 'n/a' for c in cols]
         lines.append('| ' + ' | '.join(cells) + ' |')
-    for label, pick in (('mean', 0), ('std', 1)):
+    # the sample standard deviation over folds (0 for a single fold)
+    for label, stat in (('mean', statistics.fmean),
+                        ('std', lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)):
         cells = [label, '']
         for c in cols:
             vals = [r[c] for r in best_rows if c in r and not math.isnan(r[c])]
-            cells.append(f'{_mean_std(vals)[pick]:.3f}' if vals else 'n/a')
+            cells.append(f'{stat(vals):.3f}' if vals else 'n/a')
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
