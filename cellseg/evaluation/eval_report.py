@@ -43,9 +43,9 @@ import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from cellseg.datasets.cell_dataset import palette_for
 from cellseg.evaluation.coco_nuclei_metrics import coco_nuclei_metrics
 from cellseg.evaluation.metrics.cell_coco_metric import average_precision
-from cellseg.datasets.cell_dataset import palette_for
 from cellseg.formats.hw3 import TEST_DIR
 from cellseg.formats.images import read_image
 from cellseg.structures.label_images import class_map, crops_of_rles, paint_labels
