@@ -1,6 +1,7 @@
 """The package's architecture, as the tree shows it: layers import downwards only, no cycles,
-each registered module in the file named after it, small modules and thin tools, and every
-config builds its model."""
+each registered module in the file named after it, each concern in its layer (the palette with
+the dataset, process groups with the training run), thin tools, and every config builds its
+model."""
 from __future__ import annotations
 
 import ast
@@ -143,6 +144,22 @@ def test_tools_only_parse_arguments_and_call_the_package() -> None:
             found[path.name] = extra + work
     assert len(list((REPO / 'tools').glob('*.py'))) >= 8
     assert not found, found
+
+
+def test_concerns_sit_in_their_layer() -> None:
+    """The class colours are the dataset's metainfo (mmdet: the visualizer reads
+    ``dataset_meta``), not something datasets take from the visualization layer; the process
+    group of a CPU run is started by the training run, not by a config helper; and nothing
+    re-registers mmengine's file handlers for the whole process."""
+    from cellseg.datasets.cell_dataset import CellDataset
+
+    assert 'palette' in CellDataset.METAINFO
+    datasets_use = [f'{m} imports {t}' for m, p in MODULES.items() if layer(m) == 'datasets'
+                    for t in cellseg_imports(p) if layer(t) == 'visualization']
+    assert not datasets_use, datasets_use
+    text = {m: p.read_text() for m, p in MODULES.items()}
+    assert [m for m, t in text.items() if 'init_process_group' in t] == ['cellseg.apis.train']
+    assert not [m for m, t in text.items() if 'register_handler' in t]
 
 
 def test_rle_strings_are_parsed_in_one_place() -> None:
