@@ -9,9 +9,9 @@
 #   (docs/results.md: cell_r50_scratch still rising after 5 epochs). The warm-up and a gradient-norm
 #   clip keep the first iterations of random weights from blowing up.
 # - flips (horizontal, vertical, both): cells have no orientation, so each flip is a new,
-#   equally valid training image, and the flip TTA sees views the model was trained on. At a
-#   short CPU budget they cost AP50 (200 iterations: 0.197 without, 0.176 with; docs/results.md,
-#   ablations); they are kept for the full schedule, where overfitting 200 images is the risk.
+#   equally valid training image, and the flip TTA sees views the model was trained on. What
+#   they did at a short CPU budget, and how far one seed can tell, is in docs/results.md
+#   (ablations); they are kept for the full schedule, where overfitting 200 images is the risk.
 # - 128 sampled RoIs per image (mmdet's 512) and at most 16 positives per image for the mask
 #   branch: the mask head's four 256-channel convolutions on every positive RoI, and RoIAlign
 #   with the box head on every sampled one, are most of a training step on a CPU, while ~40

@@ -285,8 +285,8 @@ def write_submission(results: list[dict], out_path: str | Path, id_map: dict[int
     data = json.dumps([_normalized(e) for e in results], separators=(',', ':'),
                       allow_nan=False).encode()
     buf = io.BytesIO()
-    # deflate level 1: several times faster than the default 6 on RLE JSON for a slightly larger
-    # zip (docs/speed.md)
+    # deflate level 1: faster than the default 6 on RLE JSON for a slightly larger zip (both
+    # measured in docs/speed.md)
     with zipfile.ZipFile(buf, 'w', compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         zf.writestr(SUBMISSION_JSON, data)
     zip_bytes = buf.getvalue()
