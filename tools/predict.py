@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--device', help='cpu or cuda:0 (default: cuda:0 when available)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (e.g. model.tile_cfg=None)')
+    parser.add_argument('--from-disk-above', type=float, metavar='MPX', help='read images of '
+                        'more megapixels than this tile by tile from disk (default 64; slides '
+                        'and pyramidal TIFFs always are; cellseg/apis/predict_large.py)')
     parser.add_argument('--overwrite', action='store_true', help='replace the outputs of '
                         'another prediction in --out-dir (otherwise refused)')
     args = parser.parse_args(argv)
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     prepare_output_dir(args.out_dir, run, args.overwrite)
     model = load_model(args.checkpoint, args.config, args.device, args.score_thr,
                        args.cfg_options)
-    s = predict_files(model, paths, args.out_dir, args.score_thr, failed=unreadable)
+    s = predict_files(model, paths, args.out_dir, args.score_thr, failed=unreadable,
+                      large_image_pixels=args.from_disk_above and int(args.from_disk_above * 1e6))
     print(f'{s.images} images predicted' + (f', {s.skipped} done earlier' if s.skipped else '')
           + f'; {s.instances} instances scoring >= {args.score_thr} ('
           + ', '.join(f'{k} {v}' for k, v in s.per_class.items()) + f') in {s.seconds:.1f} s')

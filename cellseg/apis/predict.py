@@ -58,6 +58,7 @@ from cellseg.apis.saved_config import config_from_checkpoint
 from cellseg.datasets.cell_dataset import palette_for
 from cellseg.engine.checkpoint_loader import read_checkpoint
 from cellseg.formats.hw3 import HW3FormatError
+from cellseg.formats.image_regions import SLIDE_SUFFIXES
 from cellseg.formats.images import PERCENTILES, TIFF_SUFFIXES, read_image, tiff_shape
 from cellseg.formats.qupath_geojson import geojson_bytes, instances_to_geojson
 from cellseg.structures.label_images import class_map, paint_labels
@@ -65,7 +66,7 @@ from cellseg.utils.fileio import atomic_write_bytes
 from cellseg.utils.spreadsheet import SafeDictWriter, spreadsheet_safe
 from cellseg.visualization.visualize import overlay_instances, write_png
 
-IMAGE_SUFFIXES = (*TIFF_SUFFIXES, '.png', '.jpg', '.jpeg')
+IMAGE_SUFFIXES = (*TIFF_SUFFIXES, '.png', '.jpg', '.jpeg', *SLIDE_SUFFIXES)
 CSV_COLUMNS = ('image', 'instance_id', 'class_id', 'class_name', 'score', 'area', 'bbox_x',
                'bbox_y', 'bbox_w', 'bbox_h', 'centroid_x', 'centroid_y')
 _GLOB_CHARS = set('*?[')
@@ -255,20 +256,23 @@ def predict_image(model: torch.nn.Module, path: str | os.PathLike, score_thr: fl
 # ---- label images -------------------------------------------------------------------------------
 
 def instance_rows(image_name: str, labels: np.ndarray, class_of_id: np.ndarray,
-                  score_of_id: np.ndarray, class_names: Sequence[str]) -> list[dict]:
-    """CSV rows (``CSV_COLUMNS``) of ids 1..N of ``labels``, measured on ``labels`` itself."""
+                  score_of_id: np.ndarray, class_names: Sequence[str],
+                  origin: tuple[int, int] = (0, 0)) -> list[dict]:
+    """CSV rows (``CSV_COLUMNS``) of ids 1..N of ``labels``, measured on ``labels`` itself;
+    ``origin``: where ``labels`` lies in the image (a window of a large image)."""
     rows = []
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:  # ids are contiguous after paint_labels; tolerate gaps in other maps
             continue
         ys, xs = np.nonzero(labels[sl] == i)
-        y0, x0 = sl[0].start, sl[1].start
+        y0, x0 = sl[0].start + origin[0], sl[1].start + origin[1]
         k = int(class_of_id[i - 1])
         rows.append(dict(
             image=image_name, instance_id=i, class_id=k,
             class_name=class_names[k - 1] if 1 <= k <= len(class_names) else str(k),
             score=round(float(score_of_id[i - 1]), 5), area=int(ys.size),
-            bbox_x=x0, bbox_y=y0, bbox_w=sl[1].stop - x0, bbox_h=sl[0].stop - y0,
+            bbox_x=x0, bbox_y=y0, bbox_w=sl[1].stop - sl[1].start,
+            bbox_h=sl[0].stop - sl[0].start,
             centroid_x=round(float(xs.mean()) + x0, 2), centroid_y=round(float(ys.mean()) + y0, 2)))
     return rows
 
@@ -340,12 +344,19 @@ class PredictSummary:
 
 def predict_files(model: torch.nn.Module, paths: Sequence[Path], out_dir: str | Path,
                   score_thr: float = 0.5, progress: bool = True,
-                  failed: Sequence[tuple[Path, str]] = ()) -> PredictSummary:
+                  failed: Sequence[tuple[Path, str]] = (),
+                  large_image_pixels: int | None = None) -> PredictSummary:
     """Predict ``paths`` (from ``collect_images``) into ``out_dir`` (see ``prepare_output_dir``
     for a folder that is not new), image by image: an image that fails is reported in
     ``failed.csv`` (with those already ``failed``, e.g. by ``check_images``) and the others go
-    on; images an earlier run of the same prediction finished are skipped."""
+    on; images an earlier run of the same prediction finished are skipped. Slides, pyramidal
+    TIFFs and TIFFs of more than ``large_image_pixels`` (default
+    ``predict_large.LARGE_IMAGE_PIXELS``) are read tile by tile (``cellseg.apis.predict_large``).
+    """
     from tqdm import tqdm
+
+    # here, not at the top: it imports mmdet's models, which the loaded model has imported
+    from cellseg.apis import predict_large
 
     out_dir = Path(out_dir)
     rows_dir = out_dir / STATE_DIR / 'rows'
@@ -363,9 +374,17 @@ def predict_files(model: torch.nn.Module, paths: Sequence[Path], out_dir: str | 
     todo = [(p, n) for p, n in zip(paths, names, strict=True) if n not in done]
     for path, name in tqdm(todo, desc='predict', unit='image', disable=not progress):
         try:
-            image, crops, labels, scores = predict_image(model, path, score_thr)
-            rows = write_image_outputs(out_dir, name, image, crops, labels, scores, class_names,
-                                       palette).rows
+            if predict_large.reads_from_disk(path, large_image_pixels
+                                             or predict_large.LARGE_IMAGE_PIXELS):
+                # its rows are appended to instances.csv as its cells finish
+                data = predict_large.predict_large_image(
+                    model, path, out_dir, name, score_thr, csv_path, class_names, palette,
+                    reading_percentiles(model), instance_rows, csv_bytes, progress)
+            else:
+                image, crops, labels, scores = predict_image(model, path, score_thr)
+                data = csv_bytes(write_image_outputs(out_dir, name, image, crops, labels, scores,
+                                                     class_names, palette).rows, header=False)
+                append_durably(csv_path, data)
         except Exception as e:  # one bad image must not stop the others; reported below
             if os.environ.get('CELLSEG_DEBUG', '') not in ('', '0'):
                 raise
@@ -374,8 +393,6 @@ def predict_files(model: torch.nn.Module, paths: Sequence[Path], out_dir: str | 
                            f'{path}: {message}'))
             print(f'error: {failed[-1][1]}', file=sys.stderr)
             continue
-        data = csv_bytes(rows, header=False)
-        append_durably(csv_path, data)
         # the image counts as done once its rows are in both places; killed in between, it is
         # predicted again and instances.csv rewritten from these files
         atomic_write_bytes(rows_dir / f'{name}.csv', data)
