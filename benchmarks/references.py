@@ -123,37 +123,3 @@ def encode_instance_map_per_mask(labels: np.ndarray) -> list[dict]:
                         bbox=[float(v) for v in mask_utils.toBbox(rle)],
                         area=float(mask_utils.area(rle))))
     return out
-
-
-# ---- evaluation ---------------------------------------------------------------------------------
-
-def coco_evaluate(gt_path: str | Path, predictions: list[dict], backend: str,
-                  iou_type: str = 'segm', classwise: bool = False, repeats: int = 1
-                  ) -> tuple[dict[str, float], list[float]]:
-    """``CellCocoMetric``'s evaluation of results-file ``predictions`` against ``gt_path`` with
-    ``backend``: ``'pycocotools'`` (the reference, what CodaBench runs) or
-    ``'faster_coco_eval'``. Returns the metric's results and the seconds of each of
-    ``repeats`` evaluations by one metric (a later one reuses what the metric keeps of the
-    ground truth, as validation every epoch does): loadRes, evaluate, accumulate; not the copy
-    of the predictions, which loadRes changes, nor loading the ground truth file."""
-    import time
-
-    from mmengine.logging import MMLogger
-
-    from cellseg.evaluation.metrics.cell_coco_metric import CellCocoMetric
-
-    metric = CellCocoMetric(ann_file=str(gt_path), metric=[iou_type], classwise=classwise,
-                            backend=backend)
-    # the file's own class names in id order (HW3's class1..4, or e.g. CoNSeP's)
-    cats = metric._coco_api.cats
-    classes = tuple(cats[k]['name'] for k in sorted(cats))
-    metric.dataset_meta = dict(classes=classes)
-    metric.cat_ids = metric._coco_api.get_cat_ids(cat_names=classes)
-    metric.img_ids = metric._coco_api.get_img_ids()
-    seconds = []
-    for _ in range(repeats):
-        copied = copy.deepcopy(predictions)
-        start = time.perf_counter()
-        out = metric._evaluate(iou_type, copied, MMLogger.get_current_instance())
-        seconds.append(time.perf_counter() - start)
-    return out, seconds

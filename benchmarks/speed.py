@@ -27,8 +27,8 @@ Items (``--only`` takes any of them; all run by default, in this order), one mod
   RLEs, with each pair of heads, in a fresh process each; the RLEs must be identical.
 - ``convert``: ``data_prep/hw3_to_coco.py`` on 209 generated images like the real ones, as it is
   and with a full-image pycocotools encode per instance (the same JSON files required).
-- ``eval``: COCO segm evaluation of 100 dense images (~300 detections each) at maxDets 1000,
-  ``CellCocoMetric(backend='pycocotools')`` against ``backend='faster_coco_eval'``; and the
+- ``eval``: COCO segm evaluation of 100 dense images (~300 detections each) by
+  ``PerClassCocoMetric`` at maxDets 100 (validation) and at 100 and 1000 (the test run); and the
   nuclei metrics (PQ, AJI, Dice, mPQ, F1) of the same detections against that time.
 
 Generated data is cached in the work dir. Every figure is printed with its baseline and goal;

@@ -1,8 +1,9 @@
-"""CellCocoMetric against the references: its segm AP at 100 detections per image equals
-pycocotools' own COCOeval summary with default parameters, and the nuclei metrics it logs equal
-``NucleiMetrics`` run on label images built here independently (full-size masks painted in
-score order). Also ``metric_items``, ``nuclei_metrics=False``, ``format_only``, and the same
-nuclei numbers in the evaluation report (``write_eval_report``).
+"""The list evaluator against the references: ``PerClassCocoMetric`` (mmdet's ``CocoMetric``) gives
+pycocotools' own COCOeval summary at 100 detections per image and, from the same run, the one at
+1000 and per-class AP50 equal to COCOeval restricted to the class; ``NucleiMetric`` gives
+``NucleiMetrics`` run on label images built here independently (full-size masks painted in score
+order). Also ``metric_items``, ``format_only``, no predictions at all, and the evaluation report
+from the metrics' own evaluation equal to the report of the results file.
 
 The case is generated: dense images of cells (``render_image``), predictions that move, shrink,
 relabel or miss cells and add false detections at lower scores, one image holding one class
@@ -23,14 +24,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from cellseg.evaluation import eval_report
-from cellseg.evaluation.metrics.cell_coco_metric import CellCocoMetric
+from cellseg.evaluation.metrics import NucleiMetric, PerClassCocoMetric
 from cellseg.evaluation.nuclei_metrics import NucleiMetrics
 from cellseg.formats import hw3
 from cellseg.structures.rle import encode_instances
-from cellseg.testing.synthetic_cells import SYNTHETIC_CLASSES, render_image
+from cellseg.testing.synthetic_cells import render_image
 
-CLASSES = SYNTHETIC_CLASSES
-BACKENDS = ['pycocotools', 'faster_coco_eval']
+CLASSES = ('class1', 'class2', 'class3', 'class4')
 NUCLEI_ITEMS = ('pq', 'dq', 'sq', 'aji', 'dice', 'mpq', 'f1_detection')
 
 
@@ -93,16 +93,23 @@ def data_samples(preds: list[dict], as_rles: bool = False) -> list[dict]:
     return out
 
 
-def run_metric(gt_path: Path, preds: list[dict], as_rles: bool = False, **kwargs) -> dict:
-    metric = CellCocoMetric(ann_file=str(gt_path), **kwargs)
+def run_metric(metric, preds: list[dict], as_rles: bool = False) -> dict:
     metric.dataset_meta = dict(classes=CLASSES)
     samples = data_samples(preds, as_rles)
     metric.process({}, samples)
     return metric.evaluate(len(samples))
 
 
-def pycocotools_stats(gt_path: Path, preds: list[dict]) -> np.ndarray:
-    """pycocotools' COCOeval summary, default parameters (maxDets 1, 10, 100)."""
+def coco_metric(gt_path: Path, preds: list[dict], **kwargs) -> dict:
+    return run_metric(PerClassCocoMetric(ann_file=str(gt_path), **kwargs), preds)
+
+
+def nuclei_metric(gt_path: Path, preds: list[dict], as_rles: bool = False, **kwargs) -> dict:
+    return run_metric(NucleiMetric(ann_file=str(gt_path), **kwargs), preds, as_rles)
+
+
+def results_of(preds: list[dict]) -> list[dict]:
+    """The predictions as a COCO results list (category ids 1..4)."""
     results = []
     for p in preds:
         for rle, score, label in zip(rles_of(p['masks']), p['scores'], p['labels']):
@@ -110,13 +117,29 @@ def pycocotools_stats(gt_path: Path, preds: list[dict]) -> np.ndarray:
                                 score=float(score),
                                 segmentation=dict(size=rle['size'],
                                                   counts=rle['counts'].decode())))
+    return results
+
+
+def pycocotools_eval(gt_path: Path, preds: list[dict], max_dets: list[int] | None = None,
+                     cat_ids: list[int] | None = None) -> COCOeval:
+    """pycocotools' COCOeval, summarised, with default parameters (maxDets 1, 10, 100) unless
+    given."""
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO(str(gt_path))
-        ev = COCOeval(gt, gt.loadRes(results), 'segm')
+        ev = COCOeval(gt, gt.loadRes(results_of(preds)), 'segm')
+        if max_dets:
+            ev.params.maxDets = max_dets
+        if cat_ids:
+            ev.params.catIds = cat_ids
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return ev.stats
+    return ev
+
+
+def pycocotools_stats(gt_path: Path, preds: list[dict], cat_ids: list[int] | None = None
+                      ) -> np.ndarray:
+    return pycocotools_eval(gt_path, preds, cat_ids=cat_ids).stats
 
 
 @pytest.fixture(scope='module')
@@ -124,21 +147,38 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     return make_case(tmp_path_factory.mktemp('cell_coco_metric'))
 
 
-@pytest.mark.parametrize('backend', BACKENDS)
-def test_segm_ap_equals_pycocotools_summary(case, backend: str) -> None:
-    if backend == 'faster_coco_eval':
-        pytest.importorskip('faster_coco_eval')
+def test_segm_ap_equals_pycocotools_summary(case) -> None:
     gt_path, preds = case
     per_class = [(p['labels'] == 0).sum() for p in preds]
     assert per_class[0] > 100, 'one image needs >100 detections of a class for maxDets'
     stats = pycocotools_stats(gt_path, preds)
-    got = run_metric(gt_path, preds, metric=['segm'], backend=backend, nuclei_metrics=False)
+    got = coco_metric(gt_path, preds, metric=['segm'], proposal_nums=(1, 10, 100, 1000))
     # the case tells maxDets 100 and 1000 apart, so maxDets 100 is what is compared
     assert got['coco/segm_mAP_50'] != got['coco/segm_mAP_50_maxdets1000']
-    # the metric rounds to 4 decimals; faster_coco_eval's matching gives the same numbers
-    assert got['coco/segm_mAP'] == round(stats[0], 4)
-    assert got['coco/segm_mAP_50'] == round(stats[1], 4)
-    assert got['coco/segm_mAP_75'] == round(stats[2], 4)
+    # mmdet rounds its numbers to 3 decimals
+    assert got['coco/segm_mAP'] == round(stats[0], 3)
+    assert got['coco/segm_mAP_50'] == round(stats[1], 3)
+    assert got['coco/segm_mAP_75'] == round(stats[2], 3)
+    # the numbers at 1000, from the same run, are those of a COCOeval at maxDets 1000: its
+    # summary's AP50 (stats[1], at maxDets[2]; stats[0] is always at 100) and the mean of its
+    # valid precisions over every IoU threshold, the way summarize() takes AP
+    ev = pycocotools_eval(gt_path, preds, [1, 10, 1000])
+    assert got['coco/segm_mAP_50_maxdets1000'] == round(ev.stats[1], 3)
+    precision = ev.eval['precision'][..., 0, 2]
+    assert got['coco/segm_mAP_maxdets1000'] == round(precision[precision > -1].mean(), 3)
+    # evaluating up to 1000 leaves mmdet's numbers at 100 as they are without it
+    at100 = coco_metric(gt_path, preds, metric=['segm'])
+    assert at100 == {k: v for k, v in got.items() if 'maxdets' not in k}
+
+
+def test_per_class_ap_equals_cocoeval_of_the_class(case) -> None:
+    gt_path, preds = case
+    got = coco_metric(gt_path, preds, metric=['bbox', 'segm'], classwise=True)
+    for k, name in enumerate(CLASSES, start=1):
+        stats = pycocotools_stats(gt_path, preds, cat_ids=[k])
+        assert got[f'coco/segm_{name}_mAP'] == round(stats[0], 3), name
+        assert got[f'coco/segm_{name}_mAP_50'] == round(stats[1], 3), name
+    assert f'coco/bbox_{CLASSES[0]}_mAP_50' in got
 
 
 def reference_label_image(masks: np.ndarray, scores: np.ndarray, classes: np.ndarray,
@@ -174,41 +214,35 @@ def test_nuclei_metrics_equal_nuclei_metrics_on_label_images(case, as_rles: bool
     gt_path, preds = case
     for thr in (0.5, 0.3):
         ref = reference_nuclei(gt_path, preds, thr)
-        got = run_metric(gt_path, preds, as_rles, metric=['bbox', 'segm'], classwise=True,
-                         backend='pycocotools', nuclei_score_thr=thr)
+        got = nuclei_metric(gt_path, preds, as_rles, classwise=True, score_thr=thr)
         for key in NUCLEI_ITEMS:
-            assert got[f'coco/{key}'] == pytest.approx(ref[key], abs=5.1e-5), (thr, key)
+            assert got[f'nuclei/{key}'] == pytest.approx(ref[key], abs=5.1e-5), (thr, key)
         for k, name in enumerate(CLASSES, start=1):
             for got_key, ref_key in ((f'pq_{name}', f'pq_class{k}'),
                                      (f'f1_{name}', f'f1_class{k}')):
-                assert got[f'coco/{got_key}'] == pytest.approx(ref[ref_key], abs=5.1e-5,
-                                                               nan_ok=True), (thr, got_key)
-        assert 0.2 < got['coco/pq'] < 0.95 and 0 < got['coco/mpq'] < 1  # a non-trivial case
+                assert got[f'nuclei/{got_key}'] == pytest.approx(ref[ref_key], abs=5.1e-5,
+                                                                 nan_ok=True), (thr, got_key)
+        assert 0.2 < got['nuclei/pq'] < 0.95 and 0 < got['nuclei/mpq'] < 1  # a non-trivial case
     assert ref['pq'] != reference_nuclei(gt_path, preds, 0.5)['pq']  # the threshold matters
 
 
-def test_nuclei_metrics_switch_off_and_without_classwise(case) -> None:
+def test_nuclei_keys_without_classwise(case) -> None:
     gt_path, preds = case
-    off = run_metric(gt_path, preds, metric=['segm'], nuclei_metrics=False)
-    assert not any(k.split('/')[1] in NUCLEI_ITEMS for k in off)
-    on = run_metric(gt_path, preds, metric=['segm'])
-    assert [k for k in on if not k.startswith('coco/segm_')] == [
-        f'coco/{k}' for k in NUCLEI_ITEMS]  # per-class keys only with classwise
-    bbox_only = run_metric(gt_path, preds, metric=['bbox'])
-    assert all(k.startswith('coco/bbox_') for k in bbox_only)
+    got = nuclei_metric(gt_path, preds)
+    assert list(got) == [f'nuclei/{k}' for k in NUCLEI_ITEMS]  # per-class keys only classwise
 
 
 def test_second_evaluation_reuses_the_ground_truth(case) -> None:
     """The ground-truth label images are built once per ground truth, as validation runs the
     same metric every epoch; the numbers stay those of a fresh metric."""
     gt_path, preds = case
-    metric = CellCocoMetric(ann_file=str(gt_path), metric=['segm'], classwise=True)
+    metric = NucleiMetric(ann_file=str(gt_path), classwise=True)
     metric.dataset_meta = dict(classes=CLASSES)
     outs, cached = [], []
     for _ in range(2):
         metric.process({}, data_samples(preds))
         outs.append(metric.evaluate(len(preds)))
-        cached.append(dict(metric._nuclei_gt[1]))
+        cached.append(dict(metric._gt_cache))
     # one batch of images holds every image's ground truth, built by the first evaluation only
     (key, gt), = cached[0].items()
     assert len(key[0]) == len(preds) and gt[0].n_images == len(preds)
@@ -217,31 +251,28 @@ def test_second_evaluation_reuses_the_ground_truth(case) -> None:
 
 
 def test_metric_items_are_honoured(case) -> None:
-    """Issue 14: CellCocoMetric reported everything whatever metric_items named."""
+    """Issue 14: the metric reported everything whatever metric_items named."""
     gt_path, preds = case
-    got = run_metric(gt_path, preds, metric=['bbox', 'segm'],
-                     metric_items=['mAP_50', 'mAP_s', 'pq', 'aji'])
+    got = coco_metric(gt_path, preds, metric=['bbox', 'segm'], metric_items=['mAP_50', 'mAP_s'])
     assert list(got) == ['coco/bbox_mAP_50', 'coco/bbox_mAP_s', 'coco/segm_mAP_50',
-                         'coco/segm_mAP_s', 'coco/pq', 'coco/aji']
-    full = run_metric(gt_path, preds, metric=['segm'])
+                         'coco/segm_mAP_s']
+    full = coco_metric(gt_path, preds, metric=['segm'])
     assert got['coco/segm_mAP_50'] == full['coco/segm_mAP_50']
-    assert got['coco/pq'] == full['coco/pq']
-    only_ap = run_metric(gt_path, preds, metric=['segm'], metric_items=['mAP'])
-    assert list(only_ap) == ['coco/segm_mAP']
-    with pytest.raises(ValueError, match=r"metric_items \['AR@100'\] not supported"):
-        CellCocoMetric(metric=['segm'], metric_items=['mAP', 'AR@100'])
-    with pytest.raises(ValueError, match='nuclei_metrics=True'):
-        CellCocoMetric(metric=['segm'], metric_items=['pq'], nuclei_metrics=False)
-    with pytest.raises(ValueError, match="'segm' in metric"):
-        CellCocoMetric(metric=['bbox'], metric_items=['pq'])
+    nuclei = nuclei_metric(gt_path, preds, metric_items=['pq', 'aji'])
+    assert list(nuclei) == ['nuclei/pq', 'nuclei/aji']
+    assert nuclei['nuclei/pq'] == nuclei_metric(gt_path, preds)['nuclei/pq']
+    with pytest.raises(ValueError, match=r"metric_items \['AR'\] not supported"):
+        NucleiMetric(ann_file=str(gt_path), metric_items=['pq', 'AR'])
+    with pytest.raises(ValueError, match='three increasing maxDets'):
+        PerClassCocoMetric(metric=['segm'], proposal_nums=(100, 1000))
 
 
 def test_format_only_writes_results_without_metrics(case, tmp_path: Path) -> None:
     gt_path, preds = case
     prefix = tmp_path / 'out' / 'results'
     prefix.parent.mkdir()
-    got = run_metric(gt_path, preds, metric=['segm'], format_only=True,
-                     outfile_prefix=str(prefix))
+    got = coco_metric(gt_path, preds, metric=['segm'], format_only=True,
+                      outfile_prefix=str(prefix))
     assert got == {}
     written = json.loads(Path(f'{prefix}.segm.json').read_text())
     assert len(written) == sum(len(p['scores']) for p in preds)
@@ -251,9 +282,14 @@ def test_images_without_predictions_count_as_empty(case) -> None:
     gt_path, preds = case
     nothing = [dict(copy.deepcopy(p), masks=p['masks'][:0], scores=p['scores'][:0],
                     labels=p['labels'][:0]) for p in preds]
-    got = run_metric(gt_path, nothing, metric=['segm'])
-    assert got['coco/segm_mAP'] == 0.0
-    assert got['coco/pq'] == got['coco/aji'] == got['coco/f1_detection'] == 0.0
+    got = coco_metric(gt_path, nothing, metric=['bbox', 'segm'], classwise=True,
+                      proposal_nums=(1, 10, 100, 1000))
+    # mmdet reports nothing then; every AP a run with predictions reports is 0
+    assert set(got) == set(coco_metric(gt_path, preds, metric=['bbox', 'segm'], classwise=True,
+                                       proposal_nums=(1, 10, 100, 1000)))
+    assert set(got.values()) == {0.0}
+    nuclei = nuclei_metric(gt_path, nothing)
+    assert nuclei['nuclei/pq'] == nuclei['nuclei/aji'] == nuclei['nuclei/f1_detection'] == 0.0
 
 
 # ---- the evaluation report ----------------------------------------------------------------------
@@ -295,9 +331,34 @@ def test_report_holds_the_nuclei_metrics(case, tmp_path: Path) -> None:
     for k, r in enumerate(table[:4], start=1):
         assert r['PQ'] == f"{ref[f'pq_class{k}']:.4f}" and r['F1'] == f"{ref[f'f1_class{k}']:.4f}"
     assert table[4]['class'] == 'mean' and table[4]['PQ'] == f"{ref['mpq']:.4f}"
-    # the metric logs the same numbers at the same threshold
-    got = run_metric(gt_path, case[1], metric=['segm'], nuclei_score_thr=thr)
-    assert [f'{got[f"coco/{k}"]:.4f}' for k in NUCLEI_ITEMS] == values.strip('| ').split(' | ')
+    # the metric reports the same numbers at the same threshold
+    got = nuclei_metric(gt_path, case[1], score_thr=thr)
+    assert [f'{got[f"nuclei/{k}"]:.4f}' for k in NUCLEI_ITEMS] == values.strip('| ').split(' | ')
+
+
+def test_report_of_the_metrics_own_evaluation_equals_the_report_of_the_file(
+        case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What tools/test.py --report does: the report takes the COCOeval and the nuclei summary
+    the test loop's metrics computed, evaluating nothing again, and writes what evaluating the
+    results file would."""
+    gt_path, results_path, root = report_inputs(case, tmp_path)
+    _, preds = case
+    coco = PerClassCocoMetric(ann_file=str(gt_path), metric=['bbox', 'segm'],
+                              proposal_nums=(1, 10, 100, 1000))
+    nuclei = NucleiMetric(ann_file=str(gt_path), classwise=True, score_thr=0.3)
+    for metric in (coco, nuclei):
+        run_metric(metric, preds)
+    calls = []
+    monkeypatch.setattr(COCOeval, 'evaluate', lambda self: calls.append(self))
+    monkeypatch.setattr(NucleiMetrics, 'summary', lambda self: calls.append(self))
+    eval_report.write_report(coco.coco_evals['segm'], nuclei.summary, tmp_path / 'run',
+                             CLASSES, images_root=root, score_thr=0.3, worst=1)
+    assert calls == []
+    monkeypatch.undo()
+    eval_report.write_eval_report(gt_path, results_path, tmp_path / 'file', CLASSES,
+                                  images_root=root, score_thr=0.3, worst=1)
+    for name in ('per_class.md', 'per_class.csv', 'confusion.csv', 'per_image.csv'):
+        assert (tmp_path / 'run' / name).read_text() == (tmp_path / 'file' / name).read_text()
 
 
 def test_report_gallery_title_names_the_iou_threshold(case, tmp_path: Path,

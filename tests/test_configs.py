@@ -63,8 +63,13 @@ def test_cell_r50_is_the_recipe() -> None:
     assert not any(t['type'] == 'Resize' for t in cfg.train_dataloader.dataset.pipeline)
     resize = [t for t in cfg.test_dataloader.dataset.pipeline if t['type'] == 'Resize']
     assert resize == [dict(type='Resize', scale_factor=1.0, keep_ratio=True)]
-    assert cfg.val_evaluator.type == 'CellCocoMetric'
-    assert cfg.val_evaluator.metric == ['bbox', 'segm'] and cfg.val_evaluator.classwise
+    coco, nuclei = cfg.val_evaluator  # mmdet's COCO metric beside the nuclei metrics
+    assert coco.type == 'PerClassCocoMetric' and nuclei.type == 'NucleiMetric'
+    assert coco.metric == ['bbox', 'segm'] and coco.classwise
+    # AP at the leaderboard's 100 detections in validation; the test run also at 1000
+    assert coco.proposal_nums == (1, 10, 100)
+    assert cfg.test_evaluator[0].proposal_nums == (1, 10, 100, 1000)
+    assert cfg.test_evaluator[1] == nuclei and nuclei.ann_file == coco.ann_file
     assert cfg.default_hooks.checkpoint.save_best == 'coco/segm_mAP_50'
     assert cfg.custom_imports.imports == ['cellseg.datasets', 'cellseg.models',
                                          'cellseg.evaluation', 'cellseg.engine']
@@ -96,10 +101,12 @@ def test_fold_configs_change_only_their_annotation_files(k: int) -> None:
     child = Config.fromfile(CONFIGS / 'ablations' / f'cell_r50_fold{k}.py')
     assert changed_keys(f'ablations/cell_r50_fold{k}.py', 'cell_r50.py') <= {
         'fold', 'train_dataloader.dataset.ann_file', 'val_dataloader.dataset.ann_file',
-        'test_dataloader.dataset.ann_file', 'val_evaluator.ann_file', 'test_evaluator.ann_file'}
+        'test_dataloader.dataset.ann_file',
+        *(f'{loop}_evaluator[{i}].ann_file' for loop in ('val', 'test') for i in (0, 1))}
     assert child.train_dataloader.dataset.ann_file.endswith(f'fold{k}_train.json')
     assert child.val_dataloader.dataset.ann_file.endswith(f'fold{k}_val.json')
-    assert child.val_evaluator.ann_file.endswith(f'fold{k}_val.json')
+    for ev in (*child.val_evaluator, *child.test_evaluator):  # the COCO and nuclei metrics
+        assert ev.ann_file.endswith(f'fold{k}_val.json')
 
 
 def test_full_data_trains_on_everything_without_validation() -> None:

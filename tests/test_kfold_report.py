@@ -22,7 +22,7 @@ def write_run(work_dir: Path, ap50_by_epoch: list[float],
     rows = [dict(loss=1.0, step=1, epoch=1)]
     for epoch, ap50 in enumerate(ap50_by_epoch, start=1):
         row = {'coco/segm_mAP': ap50 / 2, 'coco/segm_mAP_50': ap50, 'epoch': epoch, 'step': epoch}
-        for i, c in enumerate(classes):  # as CellCocoMetric(classwise=True) logs them
+        for i, c in enumerate(classes):  # as PerClassCocoMetric(classwise=True) logs them
             row.update({f'coco/segm_{c}_mAP': ap50 / 2, f'coco/segm_{c}_mAP_50': ap50 + i / 100})
         rows.append(row)
     (vis / 'scalars.json').write_text('\n'.join(json.dumps(r) for r in rows) + '\n')

@@ -7,13 +7,11 @@ The baselines are ``benchmarks/references.py``'s, the ones the benchmark times:
 - one-pass label-map encoding (``encode_instances``) == one full-image pycocotools encode per
   instance (``encode_instance_map_per_mask``);
 - RLE parsing to pixels == pycocotools' ``decode``;
-- ``SparseBitmapMasks`` / ``LoadCellAnnotations`` == ``BitmapMasks`` / ``LoadAnnotations``;
-- ``CellCocoMetric(backend='faster_coco_eval')`` == the pycocotools reference.
+- ``SparseBitmapMasks`` / ``LoadCellAnnotations`` == ``BitmapMasks`` / ``LoadAnnotations``.
 """
 from __future__ import annotations
 
 import copy
-import json
 import pickle
 import sys
 from pathlib import Path
@@ -26,7 +24,6 @@ from mmdet.models.roi_heads.mask_heads import FCNMaskHead
 from mmdet.structures.mask import BitmapMasks, encode_mask_results
 from mmengine.config import ConfigDict
 
-from cellseg.formats import hw3
 from cellseg.models.roi_heads.mask_heads.chunked_mask_head import ChunkedMaskHead
 from cellseg.models.roi_heads.mask_heads.mask_paste import paste_masks_to_rles
 from cellseg.structures.rle import (
@@ -35,14 +32,13 @@ from cellseg.structures.rle import (
     rle_pixels,
 )
 from cellseg.structures.sparse_masks import SparseBitmapMasks
-from cellseg.testing.demo_data import SYNTHETIC_CLASSES, render_image
+from cellseg.testing.demo_data import render_image
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # benchmarks/ is a package beside cellseg/, not installed
     sys.path.insert(0, str(REPO))
 
 from benchmarks.references import (  # noqa: E402  (needs the repository on the path)
-    coco_evaluate,
     encode_instance_map_per_mask,
     mmdet_roi_head,
     set_mask_loader,
@@ -277,57 +273,3 @@ def test_load_cell_annotations_equals_load_annotations(tiny_root, tiny_ann) -> N
             assert torch.equal(w.labels, g.labels)
             assert torch.equal(w.bboxes.tensor, g.bboxes.tensor)
             assert np.array_equal(w.masks.masks, g.masks.masks)
-
-
-def _eval_case(tmp_path) -> tuple[str, list[dict]]:
-    """3 images of ~60-70 cells, ~120-140 detections each: every cell slightly moved, some
-    relabelled, and as many false detections. The first image holds one class only, so its
-    detections of that class pass 100 and maxDets 100 and 1000 differ."""
-    rng = np.random.default_rng(7)
-    images, anns, preds = [], [], []
-    for image_id in (1, 2, 3):
-        _, ids, class_of_id = render_image(np.random.default_rng([8, image_id]), 150, 180, 70,
-                                           classes=(1,) if image_id == 1 else None)
-        images.append(dict(id=image_id, file_name=f'{image_id}.tif', height=150, width=180))
-        for inst in encode_instances(ids):
-            k = int(class_of_id[inst['id']])
-            anns.append(dict(id=len(anns) + 1, image_id=image_id, category_id=k, iscrowd=0,
-                             segmentation=inst['segmentation'], area=inst['area'],
-                             bbox=inst['bbox']))
-            mask = ids == inst['id']
-            for fake in (False, True):
-                shift = rng.integers(15, 40, size=2) if fake else rng.integers(-1, 2, size=2)
-                moved = np.asfortranarray(np.roll(mask, tuple(shift), (0, 1)).astype(np.uint8))
-                rle = mask_utils.encode(moved)
-                preds.append(dict(
-                    image_id=image_id, score=float(rng.uniform(0.05, 0.5 if fake else 1.0)),
-                    category_id=k if fake or rng.random() < 0.9 else int(rng.integers(1, 5)),
-                    segmentation=dict(size=rle['size'], counts=rle['counts'].decode())))
-    gt = dict(images=images, annotations=anns, categories=hw3.categories(SYNTHETIC_CLASSES))
-    path = tmp_path / 'gt.json'
-    path.write_text(json.dumps(gt))
-    return str(path), preds
-
-
-@pytest.mark.parametrize('iou_type', ['segm', 'bbox'])
-def test_faster_coco_eval_equals_pycocotools(tmp_path, iou_type: str) -> None:
-    pytest.importorskip('faster_coco_eval')
-    gt_path, preds = _eval_case(tmp_path)
-    if iou_type == 'bbox':  # as mmdet's bbox results file holds them
-        preds = [dict({k: v for k, v in p.items() if k != 'segmentation'},
-                      bbox=mask_utils.toBbox(p['segmentation']).tolist()) for p in preds]
-    out = {backend: coco_evaluate(gt_path, preds, backend, iou_type, classwise=True)[0]
-           for backend in ('pycocotools', 'faster_coco_eval')}
-    ref, fast = out['pycocotools'], out['faster_coco_eval']
-    assert list(fast) == list(ref)
-    # the case tells maxDets 100 and 1000 apart
-    assert ref[f'{iou_type}_mAP_50'] != ref[f'{iou_type}_mAP_50_maxdets1000']
-    for key in ref:
-        assert round(fast[key], 3) == round(ref[key], 3), key
-
-
-def test_metric_rejects_unknown_backend() -> None:
-    from cellseg.evaluation.metrics.cell_coco_metric import CellCocoMetric
-
-    with pytest.raises(ValueError, match='backend'):
-        CellCocoMetric(metric=['segm'], backend='fast')

@@ -1,7 +1,8 @@
-"""The ``eval`` item: COCO segm evaluation of 100 dense images (~300 detections each) at maxDets
-1000, ``CellCocoMetric(backend='pycocotools')`` against ``backend='faster_coco_eval'``; and the
-nuclei metrics (PQ, AJI, Dice, mPQ, detection F1: ``cellseg.evaluation.coco_nuclei_metrics``)
-of the same detections against the COCO evaluation's time, first evaluation and a later one."""
+"""The ``eval`` item: COCO segm evaluation of 100 dense images (~300 detections each) by
+``PerClassCocoMetric`` (mmdet's ``CocoMetric``) at maxDets 100, as validation runs it, and at 100
+and 1000, as the test run does; and the nuclei metrics (PQ, AJI, Dice, mPQ, detection F1:
+``NucleiMetric``'s ``cellseg.evaluation.coco_nuclei_metrics``) of the same detections against
+the COCO evaluation's time, first evaluation and a later one."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.references import coco_evaluate
 from benchmarks.speed_items.common import hw3_like, report
 
 # the nuclei metrics may cost this share of the COCO segm evaluation at most
@@ -104,7 +104,7 @@ def eval_case(work: Path, gt_file: str | None = None, pred_file: str | None = No
 
 
 def nuclei_metrics_cost(gt: dict, preds: list[dict], repeats: int = 2) -> dict[str, Any]:
-    """``coco_nuclei_metrics`` (what ``CellCocoMetric`` runs) on the detections of results
+    """``coco_nuclei_metrics`` (what ``NucleiMetric`` runs) on the detections of results
     file ``preds`` against ground truth ``gt`` (a COCO dict), timed ``repeats`` times with one
     ground-truth cache: the first call decodes and paints the ground truth, later ones (the
     epochs of a validation) reuse it. The time includes grouping the results by image. Returns
@@ -137,25 +137,64 @@ def nuclei_metrics_cost(gt: dict, preds: list[dict], repeats: int = 2) -> dict[s
     return dict(seconds=seconds, summary=summary)
 
 
+def coco_evaluate(gt_path: str | Path, predictions: list[dict],
+                  proposal_nums: tuple[int, ...], repeats: int = 1
+                  ) -> tuple[dict[str, float], list[float]]:
+    """``PerClassCocoMetric(metric=['segm'], proposal_nums=...)`` of results-file ``predictions``
+    against ``gt_path``. Returns the metric's results and the seconds of each of ``repeats``
+    evaluations by one metric (its ``compute_metrics``: the results JSON written and loaded,
+    COCOeval's evaluate, accumulate and summary); not loading the ground truth file."""
+    import contextlib
+    import io
+
+    import pycocotools.mask as mask_utils
+
+    from cellseg.evaluation.metrics import PerClassCocoMetric
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        metric = PerClassCocoMetric(ann_file=str(gt_path), metric=['segm'],
+                                    proposal_nums=proposal_nums)
+    cats = metric._coco_api.cats
+    classes = tuple(cats[k]['name'] for k in sorted(cats))  # the file's own, in id order
+    metric.dataset_meta = dict(classes=classes)
+    label = {k: i for i, k in enumerate(sorted(cats))}
+    by_image: dict[int, list[dict]] = {i: [] for i in metric._coco_api.get_img_ids()}
+    for p in predictions:
+        by_image[p['image_id']].append(p)
+    results = []
+    for img_id, ps in by_image.items():
+        boxes = np.array([mask_utils.toBbox(p['segmentation']) for p in ps],
+                         np.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        results.append((dict(img_id=img_id), dict(
+            img_id=img_id, bboxes=boxes, scores=np.array([p['score'] for p in ps]),
+            labels=np.array([label[p['category_id']] for p in ps], np.int64),
+            masks=[dict(p['segmentation']) for p in ps])))
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its summary
+            out = metric.compute_metrics(results)
+        seconds.append(time.perf_counter() - start)
+    return out, seconds
+
+
 def run(args: argparse.Namespace, work: Path) -> None:
-    """Both COCO backends, then the nuclei metrics, on the same detections; each evaluated
-    twice by one metric, as a validation run's epochs do."""
+    """The COCO metric as validation and as the test run evaluate, then the nuclei metrics, on
+    the same detections; each evaluated twice by one metric, as a validation run's epochs do."""
     gt_path, pred_path = eval_case(work, args.eval_gt, args.eval_pred)
     preds = json.loads(pred_path.read_text())
     n_img = len({p['image_id'] for p in preds})
-    ref, t_ref = coco_evaluate(gt_path, preds, 'pycocotools', repeats=2)
-    fast, t_fast = coco_evaluate(gt_path, preds, 'faster_coco_eval', repeats=2)
-    keys = ('segm_mAP', 'segm_mAP_50', 'segm_mAP_maxdets1000', 'segm_mAP_50_maxdets1000')
-    same = all(round(ref[k], 3) == round(fast[k], 3) for k in keys)
+    val, t_val = coco_evaluate(gt_path, preds, (1, 10, 100), repeats=2)
+    test, t_test = coco_evaluate(gt_path, preds, (1, 10, 100, 1000), repeats=2)
     report('eval', f'COCO segm evaluation, {n_img} images, {len(preds) / n_img:.0f} detections '
-           'each, maxDets 1000 (loadRes + evaluate + accumulate; first / second evaluation)',
-           f'{t_fast[0]:.2f} / {t_fast[1]:.2f} s faster_coco_eval',
-           f'{t_ref[0]:.2f} / {t_ref[1]:.2f} s pycocotools')
-    report('eval', 'speed-up', f'{t_ref[0] / t_fast[0]:.1f}x', '1x', '>= 3x',
-           t_ref[0] / t_fast[0] >= 3)
-    report('eval', 'AP, AP50 (at 100 and 1000 detections) identical to 3 decimals',
-           ', '.join(f'{k} {fast[k]:.4f}/{ref[k]:.4f}' for k in keys), 'pycocotools', 'equal',
-           same)
+           'each (PerClassCocoMetric.compute_metrics; first / second evaluation)',
+           f'{t_val[0]:.2f} / {t_val[1]:.2f} s at maxDets 100 (validation)',
+           f'{t_test[0]:.2f} / {t_test[1]:.2f} s at 100 and 1000 (test)')
+    keys = ('segm_mAP', 'segm_mAP_50')
+    report('eval', 'AP, AP50 at 100 detections the same when 1000 are evaluated too',
+           ', '.join(f'{k} {val[k]:.3f}/{test[k]:.3f}' for k in keys), '', 'equal',
+           all(val[k] == test[k] for k in keys))
 
     nuc = nuclei_metrics_cost(json.loads(gt_path.read_text()), preds)
     first, again = nuc['seconds']
@@ -166,9 +205,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
            f"{first:.3f} / {again:.3f} s (pq {s['pq']:.3f}, aji {s['aji']:.3f}, "
            f"mpq {s['mpq']:.3f})")
     for nuclei, seconds, what in (
-            (first, t_ref[0], 'first evaluation, pycocotools: what tools/test.py runs'),
-            (first, t_fast[0], 'first evaluation, faster_coco_eval'),
-            (again, t_fast[1], 'a later epoch of validation (faster_coco_eval)')):
+            (first, t_test[0], 'the test run: maxDets 100 and 1000'),
+            (first, t_val[0], 'first validation: maxDets 100'),
+            (again, t_val[1], 'a later epoch of validation')):
         share = nuclei / seconds
         report('eval', f'nuclei metrics / COCO segm evaluation ({what})',
                f'{share:.3f} ({nuclei:.3f} s / {seconds:.2f} s)', '1.000',

@@ -10,6 +10,8 @@ import os.path as osp
 import tempfile
 from pathlib import Path
 
+from mmdet.evaluation.metrics import CocoMetric
+from mmdet.registry import METRICS
 from mmengine.config import Config
 from mmengine.dist import is_main_process
 from mmengine.runner import Runner
@@ -18,8 +20,9 @@ from cellseg.apis.classes import checkpoint_classes, configured_classes, resolve
 from cellseg.apis.data_paths import test_dataset_root
 from cellseg.apis.test_loop import configure_submission_run
 from cellseg.engine.checkpoint_loader import CheckpointError, read_checkpoint
-from cellseg.evaluation.eval_report import write_eval_report
-from cellseg.evaluation.metrics.cell_coco_metric import NUCLEI_SCORE_THR
+from cellseg.evaluation.eval_report import write_eval_report, write_report
+from cellseg.evaluation.metrics import NucleiMetric, PerClassCocoMetric
+from cellseg.evaluation.metrics.nuclei_metric import SCORE_THR
 from cellseg.formats.hw3 import load_id_map, test_image_infos
 from cellseg.formats.submission import (
     check_submission_folder,
@@ -79,25 +82,45 @@ def check_submission_inputs(cfg: Config, out: str | Path) -> None:
     check_submission_folder(out)
 
 
+def _is_coco_metric(ev: dict) -> bool:
+    metric = METRICS.get(ev.get('type'))
+    return isinstance(metric, type) and issubclass(metric, CocoMetric)
+
+
 def evaluate(cfg: Config, metrics_out: str | None = None, report_dir: str | None = None) -> dict:
     """Run the config's test loop; save the metrics to ``metrics_out`` and write the evaluation
-    report (per-class table, PR curves, confusion matrix, worst images) to ``report_dir``."""
+    report (per-class table, PR curves, confusion matrix, worst images) to ``report_dir``.
+
+    The report is made of what the test loop's metrics computed (``PerClassCocoMetric``'s
+    COCOeval of the masks, ``NucleiMetric``'s summary), so nothing is evaluated twice; what the
+    config's evaluator lacks (a plain ``CocoMetric``, no nuclei metric) the report computes from
+    the results file the COCO metric wrote into ``report_dir``."""
     if report_dir:  # CocoMetric keeps its results JSON only when given a prefix
         prefix = osp.join(osp.abspath(report_dir), 'results')
         for ev in _as_list(cfg.test_evaluator):
-            ev.outfile_prefix = prefix
+            if _is_coco_metric(ev):
+                ev.outfile_prefix = prefix
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     if metrics_out and is_main_process():
         atomic_write_json(metrics_out, metrics)
     if report_dir and is_main_process():
-        evaluator = _as_list(cfg.test_evaluator)[0]
-        # the report's nuclei numbers and matching at the metric's threshold, so that the two
-        # agree (CellCocoMetric's default where the config names none)
-        written = write_eval_report(
-            evaluator.ann_file, f'{prefix}.segm.json', report_dir,
-            runner.test_dataloader.dataset.metainfo['classes'], images_root=test_dataset_root(cfg),
-            score_thr=evaluator.get('nuclei_score_thr', NUCLEI_SCORE_THR))
+        done = runner.test_loop.evaluator.metrics
+        coco = next((m for m in done if isinstance(m, PerClassCocoMetric)
+                     and 'segm' in m.coco_evals), None)
+        nuclei = next((m for m in done if isinstance(m, NucleiMetric)), None)
+        # the report's matching and nuclei numbers at the nuclei metric's threshold, so that
+        # the two agree
+        score_thr = nuclei.score_thr if nuclei else SCORE_THR
+        common = dict(class_names=runner.test_dataloader.dataset.metainfo['classes'],
+                      images_root=test_dataset_root(cfg), score_thr=score_thr)
+        if coco is not None:
+            written = write_report(coco.coco_evals['segm'], nuclei and nuclei.summary,
+                                   report_dir, **common)
+        else:
+            ann_file = next(ev.ann_file for ev in _as_list(cfg.test_evaluator)
+                            if _is_coco_metric(ev))
+            written = write_eval_report(ann_file, f'{prefix}.segm.json', report_dir, **common)
         print(f'evaluation report: {", ".join(written)} in {report_dir}')
     return metrics
 

@@ -1,4 +1,5 @@
-"""Evaluation: the metric and its reports (importing this registers the metric)."""
-from cellseg.evaluation.metrics import CellCocoMetric
+"""Evaluation: mmdet's COCO metric with per-class AP, the nuclei metrics, the evaluation report
+(importing this registers the metrics)."""
+from cellseg.evaluation.metrics import NucleiMetric, PerClassCocoMetric
 
-__all__ = ['CellCocoMetric']
+__all__ = ['NucleiMetric', 'PerClassCocoMetric']

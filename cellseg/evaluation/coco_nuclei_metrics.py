@@ -1,5 +1,5 @@
 """The nuclei metrics (``cellseg.evaluation.nuclei_metrics``) of detections against a COCO
-ground truth: what ``CellCocoMetric`` logs and the evaluation report writes.
+ground truth: what ``NucleiMetric`` reports and the evaluation report writes.
 
 Each image becomes a pair of label images as ``tools/predict.py`` writes them: the detections
 scoring >= ``score_thr``, overlaps given to the higher score; the ground truth, where an overlap,

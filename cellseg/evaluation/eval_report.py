@@ -1,7 +1,10 @@
 """An evaluation report people read: per-class AP tables, PR curves, a confusion matrix of matched
 instances and the worst images side by side with their ground truth.
 
-``write_eval_report(gt_json, results, out_dir, class_names, images_root)`` writes::
+``write_report(coco_eval, nuclei, out_dir, class_names, images_root)`` writes, from a test run's
+own evaluation (``PerClassCocoMetric.coco_evals['segm']``, ``NucleiMetric.summary``), and
+``write_eval_report(gt_json, results, out_dir, class_names, images_root)`` from a results file,
+evaluating it once::
 
     per_class.md, per_class.csv   GT instances, predictions, mask AP and AP50 per class and mean
                                   (pycocotools COCOeval at maxDets 100, as CodaBench counts);
@@ -22,7 +25,7 @@ plus one false positive). A match of the right class is correct; per-image F1 = 
 (GT + predictions), 1 for an image with neither.
 
 Nuclei metrics (``cellseg.evaluation.nuclei_metrics``, HoVer-Net's definitions, as
-``CellCocoMetric`` logs them): the predictions scoring at least ``score_thr`` become one label
+``NucleiMetric`` reports them): the predictions scoring at least ``score_thr`` become one label
 image per image, overlaps resolved by score (the higher score keeps the pixel), as
 ``tools/predict.py`` writes label images, and are scored against the ground truth's label
 images. Their pairing (IoU > 0.5; centroids within 12 px for F1) is theirs, not ``iou_thr``.
@@ -35,7 +38,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +48,7 @@ from pycocotools.cocoeval import COCOeval
 
 from cellseg.datasets.cell_dataset import palette_for
 from cellseg.evaluation.coco_nuclei_metrics import coco_nuclei_metrics
-from cellseg.evaluation.metrics.cell_coco_metric import average_precision
+from cellseg.evaluation.metrics.per_class_coco_metric import average_precision
 from cellseg.formats.hw3 import TEST_DIR
 from cellseg.formats.images import read_image
 from cellseg.structures.label_images import class_map, crops_of_rles, paint_labels
@@ -151,14 +154,9 @@ def per_class_table(ev: COCOeval, gt: COCO, dt: COCO, cat_ids: Sequence[int],
             AP50=average_precision(precision, iou_index=i50, class_index=index[c], dets_index=m)))
     rows.append(dict(**{'class': 'mean'}, gt_instances=sum(r['gt_instances'] for r in rows),
                      predictions=sum(r['predictions'] for r in rows),
-                     AP=_nanmean([r['AP'] for r in rows]),
-                     AP50=_nanmean([r['AP50'] for r in rows])))
+                     AP=float(np.nanmean([r['AP'] for r in rows])),
+                     AP50=float(np.nanmean([r['AP50'] for r in rows]))))
     return rows
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    v = [x for x in values if not math.isnan(x)]
-    return sum(v) / len(v) if v else float('nan')
 
 
 def _fmt(v: float) -> str:
@@ -197,7 +195,7 @@ def add_nuclei_columns(rows: list[dict], summary: dict[str, float]) -> None:
     for k, r in enumerate(rows[:-1], start=1):
         r['PQ'], r['F1'] = summary[f'pq_class{k}'], summary[f'f1_class{k}']
     rows[-1]['PQ'] = summary['mpq']
-    rows[-1]['F1'] = _nanmean([r['F1'] for r in rows[:-1]])
+    rows[-1]['F1'] = float(np.nanmean([r['F1'] for r in rows[:-1]]))
 
 
 def nuclei_markdown(summary: dict[str, float], rows: Sequence[dict], score_thr: float) -> str:
@@ -343,24 +341,47 @@ def write_eval_report(gt_json: str | os.PathLike, results: str | os.PathLike | S
                       images_root: str | os.PathLike | None = None, *,
                       score_thr: float = 0.5, iou_thr: float = 0.5, worst: int = 4,
                       palette: Sequence[Color] | None = None) -> dict[str, Path]:
-    """Write the report (files in the module doc) into ``out_dir``; returns name -> path.
+    """Evaluate a results file once (COCOeval, nuclei metrics) and ``write_report`` it.
 
     ``results``: mmdet's ``<prefix>.segm.json`` (CocoMetric with ``outfile_prefix``) or its list;
-    category ids are the ground truth's, found by ``class_names``. ``images_root``: where the
-    ground truth's ``file_name``s lie (the data root); without it there is no gallery.
+    category ids are the ground truth's, found by ``class_names``.
     """
-    out = Path(out_dir)
     gt = _quiet_coco(gt_json)
     if not gt.getImgIds():
         raise ValueError(f'{gt_json}: holds no images')
     cat_ids = _category_ids(gt, class_names, gt_json)
     dt = _detections(gt, *_load_results(results))
+    return write_report(run_cocoeval(gt, dt, cat_ids), nuclei_summary(gt, dt, cat_ids, score_thr),
+                        out_dir, class_names, images_root, score_thr=score_thr,
+                        iou_thr=iou_thr, worst=worst, palette=palette)
+
+
+def write_report(coco_eval: COCOeval, nuclei: Mapping[str, float] | None,
+                 out_dir: str | os.PathLike, class_names: Sequence[str],
+                 images_root: str | os.PathLike | None = None, *,
+                 score_thr: float = 0.5, iou_thr: float = 0.5, worst: int = 4,
+                 palette: Sequence[Color] | None = None) -> dict[str, Path]:
+    """Write the report (files in the module doc) into ``out_dir``; returns name -> path.
+
+    ``coco_eval``: an accumulated segm COCOeval whose maxDets include 100; its ground truth and
+    detections are the report's. ``nuclei``: ``NucleiMetrics.summary()`` of the detections
+    scoring at least ``score_thr`` (classes 1..K in ``class_names`` order), computed here when
+    None. ``images_root``: where the ground truth's ``file_name``s lie (the data root); without
+    it there is no gallery.
+    """
+    out = Path(out_dir)
+    gt, dt = coco_eval.cocoGt, coco_eval.cocoDt
+    if coco_eval.params.iouType != 'segm' or MAX_DETS not in coco_eval.params.maxDets:
+        raise ValueError(f'the report needs a segm evaluation at maxDets {MAX_DETS}, got '
+                         f'{coco_eval.params.iouType} at {list(coco_eval.params.maxDets)}')
+    cat_ids = _category_ids(gt, class_names, 'the ground truth')
+    if nuclei is None:
+        nuclei = nuclei_summary(gt, dt, cat_ids, score_thr)
     palette = list(palette) if palette else palette_for({}, len(class_names))
-    ev = run_cocoeval(gt, dt, cat_ids)
+    ev = coco_eval
     written: dict[str, Path] = {}
 
     rows = per_class_table(ev, gt, dt, cat_ids, class_names)
-    nuclei = nuclei_summary(gt, dt, cat_ids, score_thr)
     add_nuclei_columns(rows, nuclei)
     n_images = len(gt.getImgIds())
     markdown = table_markdown(rows, n_images) + '\n' + nuclei_markdown(nuclei, rows, score_thr)

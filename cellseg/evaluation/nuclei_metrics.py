@@ -260,11 +260,6 @@ def pair_centroids(gt_xy: np.ndarray, pred_xy: np.ndarray, radius: float = 12.0
     return np.stack([rows, cols], axis=1), np.flatnonzero(free_gt), np.flatnonzero(free_pred)
 
 
-def _nanmean(values: Sequence[float]) -> float:
-    vals = [v for v in values if not np.isnan(v)]
-    return float(np.mean(vals)) if vals else float('nan')
-
-
 class NucleiMetrics:
     """Accumulates images and summarises them the way the nuclei papers do.
 
@@ -374,13 +369,15 @@ class NucleiMetrics:
             tp, fp, fn, s = (sum(col) for col in zip(
                 *(counts.get(c, (0, 0, 0, 0.0)) for counts in self._class_counts)))
             pq_class[c] = _pq_from_counts(tp, fp, fn, s)[0] if tp + fp + fn else float('nan')
-        out['mpq'] = _nanmean(list(pq_class.values()))
+        pqs = np.array(list(pq_class.values()), np.float64)
+        # NaN classes are skipped; none left (no instance at all) is NaN, without nanmean's warning
+        out['mpq'] = float(np.nanmean(pqs)) if (pqs == pqs).any() else float('nan')
         per_image = []
         for counts, present in zip(self._class_counts, self._gt_class_present):
             pqs = [_pq_from_counts(*counts[c])[0] for c in classes if c in present]
             if pqs:
                 per_image.append(float(np.mean(pqs)))
-        out['mpq_per_image'] = _nanmean(per_image)
+        out['mpq_per_image'] = float(np.mean(per_image)) if per_image else float('nan')
         out['type_accuracy'] = float((pt == pp).mean()) if tp_d else float('nan')
         out.update({f'pq_class{c}': pq_class[c] for c in classes})
         for c in classes:

@@ -6,5 +6,7 @@ fold = 3
 train_dataloader = dict(dataset=dict(ann_file=f'{_base_.ann_dir}fold{fold}_train.json'))
 val_dataloader = dict(dataset=dict(ann_file=f'{_base_.ann_dir}fold{fold}_val.json'))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=f'{_base_.data_root}{_base_.ann_dir}fold{fold}_val.json')
-test_evaluator = val_evaluator
+val_evaluator = [dict(e, ann_file=f'{_base_.data_root}{_base_.ann_dir}fold{fold}_val.json')
+                 for e in _base_.val_evaluator]
+test_evaluator = [dict(e, ann_file=f'{_base_.data_root}{_base_.ann_dir}fold{fold}_val.json')
+                  for e in _base_.test_evaluator]

@@ -55,8 +55,8 @@ val_dataloader = dict(
     num_workers=1,
     dataset=dict(data_root=data_root, ann_file='test_gt.json', data_prefix=dict(img='')))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'test_gt.json')
-test_evaluator = val_evaluator
+val_evaluator = [dict(e, ann_file=data_root + 'test_gt.json') for e in _base_.val_evaluator]
+test_evaluator = [dict(e, ann_file=data_root + 'test_gt.json') for e in _base_.test_evaluator]
 
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
 param_scheduler = [

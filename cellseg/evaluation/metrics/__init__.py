@@ -1,3 +1,4 @@
-from cellseg.evaluation.metrics.cell_coco_metric import CellCocoMetric
+from cellseg.evaluation.metrics.nuclei_metric import NucleiMetric
+from cellseg.evaluation.metrics.per_class_coco_metric import PerClassCocoMetric
 
-__all__ = ['CellCocoMetric']
+__all__ = ['NucleiMetric', 'PerClassCocoMetric']

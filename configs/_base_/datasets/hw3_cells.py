@@ -67,16 +67,17 @@ val_dataloader = dict(
         backend_args=backend_args))
 test_dataloader = val_dataloader
 
-# Validation runs every epoch, so it uses faster-coco-eval (the same COCO matching in C++, ~14x
-# faster on dense images at 1000 detections; AP equal to pycocotools' to 3 decimals,
-# tests/test_speed_equivalences.py). The test run reports the numbers people quote, so it keeps
-# pycocotools, the reference CodaBench uses.
-val_evaluator = dict(
-    type='CellCocoMetric',
-    ann_file=data_root + ann_dir + 'fold0_val.json',
-    metric=['bbox', 'segm'],
-    classwise=True,
-    format_only=False,
-    backend='faster_coco_eval',
-    backend_args=backend_args)
-test_evaluator = dict(val_evaluator, backend='pycocotools')
+# mmdet's CocoMetric (PerClassCocoMetric adds per-class AP and AP50 from the same COCOeval run)
+# beside the nuclei metrics, one list evaluator. maxDets (1, 10, 100) is pycocotools' default and
+# the leaderboard's: coco/segm_mAP_50, the number the best checkpoint is chosen on, counts up to
+# 100 detections per image and class. The test run also reports AP at 1000 (the model keeps up to
+# 1000 detections per image on dense data) from the same evaluation; validation, every epoch,
+# does not pay for it. The nuclei metrics score the masks tools/predict.py would keep (>= 0.5).
+val_evaluator = [
+    dict(type='PerClassCocoMetric', ann_file=data_root + ann_dir + 'fold0_val.json',
+         metric=['bbox', 'segm'], classwise=True, proposal_nums=(1, 10, 100),
+         backend_args=backend_args),
+    dict(type='NucleiMetric', ann_file=data_root + ann_dir + 'fold0_val.json', classwise=True,
+         score_thr=0.5, backend_args=backend_args),
+]
+test_evaluator = [dict(val_evaluator[0], proposal_nums=(1, 10, 100, 1000)), val_evaluator[1]]
