@@ -1,12 +1,14 @@
-"""Label images of many images at once, as runs (cellseg.structures.sparse_labels), against the
-one-image painter of cellseg.structures.label_images and against plain pixel arithmetic."""
+"""The one painter (cellseg.structures.sparse_labels.paint_runs), fed with COCO RLEs of many images
+at once (paint_masks) or with one image's mask crops (label_images.paint_labels), against label
+images painted here pixel by pixel, and the areas and centroids of its runs against pixel
+arithmetic."""
 from __future__ import annotations
 
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
-from cellseg.structures.label_images import crops_of_masks, label_image
+from cellseg.structures.label_images import crops_of_masks, paint_labels
 from cellseg.structures.sparse_labels import label_images, paint_masks, rle_images
 
 
@@ -18,6 +20,23 @@ def dense(labels, k: int, shape: tuple[int, int]) -> np.ndarray:
     inside = (positions >= lo) & (positions < hi)
     out[positions[inside] - lo] = owner[inside] - labels.inst_start[k] + 1
     return out.reshape(shape[1], shape[0]).T  # stacked column by column
+
+
+def plain_painting(masks: list[np.ndarray], scores: np.ndarray, shape: tuple[int, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(label image, mask of each id) painted the plain way: full-size masks one after the
+    other, lowest score first and of equal scores the later first, so that the higher score
+    (equal: the earlier mask) keeps a pixel; ids 1..N by decreasing score among the masks left
+    with pixels."""
+    owner = np.full(shape, -1)
+    for i in sorted(range(len(masks)), key=lambda i: (scores[i], -i)):
+        owner[masks[i]] = i
+    index = np.array(sorted({int(i) for i in owner[owner >= 0]}, key=lambda i: (-scores[i], i)),
+                     np.int64)
+    ids = np.zeros(shape, np.int64)
+    for k, i in enumerate(index):
+        ids[owner == i] = k + 1
+    return ids, index
 
 
 def random_case(rng: np.random.Generator, n_images: int, same_height: bool):
@@ -50,7 +69,7 @@ def as_rles(masks: list[np.ndarray]) -> list[dict]:
 
 @pytest.mark.parametrize('same_height', [True, False], ids=['one-height', 'mixed-heights'])
 @pytest.mark.parametrize('seed', [0, 1, 2])
-def test_painting_equals_the_one_image_painter(seed: int, same_height: bool) -> None:
+def test_painting_equals_plain_painting(seed: int, same_height: bool) -> None:
     rng = np.random.default_rng(seed)
     shapes, masks, scores = random_case(rng, 6, same_height)
     rles = [as_rles(ms) for ms in masks]
@@ -61,11 +80,13 @@ def test_painting_equals_the_one_image_painter(seed: int, same_height: bool) -> 
     first_mask = np.cumsum([0] + [len(m) for m in masks])
     tangled = 0
     for k, shape in enumerate(shapes):
-        want, _, index = label_image(crops_of_masks(masks[k], shape), scores[k],
-                                     np.ones(len(masks[k]), np.int64), shape)
+        want, index = plain_painting(masks[k], scores[k], shape)
         assert np.array_equal(dense(labels, k, shape), want)
         got_index = labels.source[labels.inst_start[k]:labels.inst_start[k + 1]] - first_mask[k]
         assert np.array_equal(got_index, index)
+        # the same painter fed with one image's mask crops, as tools/predict.py paints
+        ids, crop_index = paint_labels(crops_of_masks(masks[k], shape), scores[k], shape)
+        assert np.array_equal(ids, want) and np.array_equal(crop_index, index)
         tangled += int(sum(m.sum() for m in masks[k]) > (want > 0).sum())
     assert tangled >= 2  # overlapping masks were resolved in several images
     # runs sorted and disjoint, as SparseLabels promises

@@ -1,12 +1,13 @@
-"""Instance label images from detections: the one painter behind ``tools/predict.py``'s TIFFs,
-the evaluation report's galleries and the nuclei metrics of ``CellCocoMetric``.
+"""Instance label images from detections: what ``tools/predict.py`` writes (TIFFs) and the
+evaluation report draws.
 
 Rules. A label image cannot hold the overlaps Mask R-CNN masks of neighbouring cells may have,
-so the higher score wins a pixel (masks are painted in increasing score order; equal scores: the
-earlier detection wins). An instance left without pixels is dropped, and ids 1..N follow
-decreasing score (id 1 is the most confident). Masks travel as ``MaskCrop``s (the pixels of
-their bounding rectangle), painted one at a time into one buffer: memory holds the label image
-and the crops, never one full-size array per detection.
+so the higher score wins a pixel (equal scores: the earlier detection wins). An instance left
+without pixels is dropped, and ids 1..N follow decreasing score (id 1 is the most confident).
+The painting is ``cellseg.structures.sparse_labels.paint_runs``, the one painter the nuclei
+metrics use too: masks travel as ``MaskCrop``s (the pixels of their bounding rectangle) and are
+painted as runs of pixels, so memory holds the label image and the crops, never one full-size
+array per detection.
 """
 from __future__ import annotations
 
@@ -22,8 +23,7 @@ from cellseg.structures.mask_crops import (
     mask_size,
     trim,
 )
-
-_UINT16_MAX = np.iinfo(np.uint16).max
+from cellseg.structures.sparse_labels import crop_runs, image_layout, label_image_of, paint_runs
 
 
 def paint_labels(crops: Sequence[MaskCrop], scores: np.ndarray, shape: tuple[int, int]
@@ -37,20 +37,10 @@ def paint_labels(crops: Sequence[MaskCrop], scores: np.ndarray, shape: tuple[int
     scores = np.asarray(scores, np.float64).ravel()
     if len(scores) != len(crops):
         raise ValueError(f'{len(crops)} masks and {len(scores)} scores')
-    order = np.argsort(-scores, kind='stable')  # equal scores: the earlier detection wins
-    n = len(order)
-    buf = np.zeros(tuple(shape), np.uint16 if n <= _UINT16_MAX else np.uint32)
-    for rank in range(n - 1, -1, -1):  # lowest score first, so higher scores paint over
-        c = crops[order[rank]]
-        if c.pixels.size:
-            buf[c.y0:c.y1, c.x0:c.x1][c.pixels] = rank + 1
-    kept = np.flatnonzero(np.bincount(buf.ravel(), minlength=n + 1)[1:])
-    if kept.size == n:  # nothing dropped: the ranks are the ids
-        return buf, order
-    lut = np.zeros(n + 1, buf.dtype)
-    lut[kept + 1] = np.arange(1, kept.size + 1)
-    dtype = np.uint16 if kept.size <= _UINT16_MAX else np.uint32
-    return lut[buf].astype(dtype, copy=False), order[kept]
+    heights, pixel_start = image_layout([shape])
+    labels = paint_runs(*crop_runs(crops, shape), [scores], np.array([len(crops)]), heights,
+                        pixel_start)
+    return label_image_of(labels, 0, shape), labels.source
 
 
 def class_map(labels: np.ndarray, class_of_id: np.ndarray) -> np.ndarray:

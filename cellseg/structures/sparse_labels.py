@@ -7,9 +7,9 @@ cells' areas. Here every image of a batch shares one array per quantity, and an 
 runs down the image columns, as COCO RLEs already hold it: the work follows the runs, and only
 where masks overlap are pixels looked at one by one.
 
-Painting rules are those of ``cellseg.structures.label_images``: the higher score wins an
-overlapped pixel (equal scores: the earlier mask), instances left without pixels are dropped,
-and ids follow decreasing score.
+``paint_runs`` is cellseg's one painter of label images (``cellseg.structures.label_images``'s
+``paint_labels`` calls it): the higher score wins an overlapped pixel (equal scores: the earlier
+mask), instances left without pixels are dropped, and ids follow decreasing score.
 """
 from __future__ import annotations
 
@@ -167,7 +167,8 @@ def _resolve_overlaps(starts: np.ndarray, lengths: np.ndarray, rank: np.ndarray
 def paint_masks(masks: Sequence[Sequence], scores: Sequence[np.ndarray],
                 shapes: Sequence[tuple[int, int]], names: Sequence[str] | None = None
                 ) -> SparseLabels:
-    """The label images of the masks of ``len(shapes)`` images, painted by score.
+    """The label images of the masks of ``len(shapes)`` images, painted by score
+    (``paint_runs``).
 
     ``masks[k]``: image k's masks (COCO RLEs, compressed or not, or HxW arrays of
     ``shapes[k]``), ``scores[k]`` theirs. ``source`` indexes the masks of all images in order
@@ -190,12 +191,6 @@ def paint_masks(masks: Sequence[Sequence], scores: Sequence[np.ndarray],
         h, w = (int(v) for v in shapes[k])
         raise ValueError(f'{names[k]}: the RLE of mask {bad[0] - per_image[:k].sum()} does not '
                          f'cover its {h}x{w} image with non-negative runs')
-    # painting order: image by image, then decreasing score, equal scores in input order
-    flat_scores = np.concatenate([np.asarray(s, np.float64).ravel() for s in scores]
-                                 + [np.zeros(0)])
-    order = np.lexsort((np.arange(n_masks), -flat_scores, image_of_mask))
-    rank = np.empty(n_masks, np.int64)
-    rank[order] = np.arange(n_masks)
     per_string = np.bincount(owner, minlength=n_masks)
     first = np.cumsum(per_string) - per_string
     nonempty = per_string > 0
@@ -204,16 +199,91 @@ def paint_masks(masks: Sequence[Sequence], scores: Sequence[np.ndarray],
     fg = ((np.arange(counts.size) - np.repeat(first, per_string)) % 2 == 1) & (counts > 0)
     length, mask = counts[fg], owner[fg]
     start = start[fg] + pixel_start[image_of_mask[mask]]
-    by_start = np.argsort(start, kind='stable')
-    start, length, run_rank = _resolve_overlaps(start[by_start], length[by_start],
-                                                rank[mask[by_start]])
+    return paint_runs(start, length, mask, scores, per_image, heights, pixel_start)
+
+
+def crop_runs(crops: Sequence, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """``(starts, lengths, mask)``: the runs down the columns of an image of ``shape`` of mask
+    crops (``cellseg.structures.mask_crops.MaskCrop``: bool pixels of a rectangle at
+    ``y0, x0``), each crop's pixels read once, column by column. A crop reaching outside the
+    image raises ValueError."""
+    height, width = (int(v) for v in shape)
+    kept = [i for i, c in enumerate(crops) if c.pixels.size]
+    bad = [i for i in kept if crops[i].y0 < 0 or crops[i].x0 < 0 or crops[i].y1 > height
+           or crops[i].x1 > width]
+    if bad:
+        c = crops[bad[0]]
+        raise ValueError(f'mask {bad[0]} (rows {c.y0}..{c.y1 - 1}, columns {c.x0}..{c.x1 - 1}) '
+                         f'reaches outside its {height}x{width} image')
+    if not kept:
+        return (np.zeros(0, np.int64),) * 3
+    flat = np.concatenate([crops[i].pixels.ravel(order='F') for i in kept])
+    ph = np.array([crops[i].pixels.shape[0] for i in kept], np.int64)
+    pw = np.array([crops[i].pixels.shape[1] for i in kept], np.int64)
+    base = np.cumsum(ph * pw) - ph * pw
+    # a run ends at the end of its crop's column: mark where every column starts
+    col_first = np.repeat(base, pw) + (np.arange(pw.sum()) - np.repeat(np.cumsum(pw) - pw, pw)
+                                       ) * np.repeat(ph, pw)
+    new_col = np.zeros(flat.size + 1, bool)
+    new_col[col_first] = True
+    new_col[-1] = True
+    before = np.concatenate([[False], flat[:-1]]) & ~new_col[:-1]
+    after = np.append(flat[1:], False) & ~new_col[1:]
+    starts = np.flatnonzero(flat & ~before)
+    ends = np.flatnonzero(flat & ~after) + 1
+    crop = np.searchsorted(base, starts, side='right') - 1
+    col, row = np.divmod(starts - base[crop], ph[crop])
+    y0 = np.array([crops[i].y0 for i in kept], np.int64)
+    x0 = np.array([crops[i].x0 for i in kept], np.int64)
+    return ((x0[crop] + col) * height + y0[crop] + row, ends - starts,
+            np.asarray(kept, np.int64)[crop])
+
+
+def paint_runs(starts: np.ndarray, lengths: np.ndarray, mask: np.ndarray,
+               scores: Sequence[np.ndarray], per_image: np.ndarray, heights: np.ndarray,
+               pixel_start: np.ndarray) -> SparseLabels:
+    """The one painter: label images of masks given as runs, by score.
+
+    Run j covers ``lengths[j]`` pixels from position ``starts[j]`` of the stacked images
+    (``image_layout``) and belongs to mask ``mask[j]``; masks are numbered image after image,
+    ``per_image[k]`` of them in image k, ``scores[k]`` theirs. The higher score wins a pixel,
+    equal scores the earlier mask; a mask left without pixels is dropped, and each image's
+    instances follow decreasing score (``source``: their mask numbers)."""
+    n_images = len(per_image)
+    n_masks = int(np.sum(per_image))
+    image_of_mask = np.repeat(np.arange(n_images), per_image)
+    # painting order: image by image, then decreasing score, equal scores in input order
+    flat_scores = np.concatenate([np.asarray(s, np.float64).ravel() for s in scores]
+                                 + [np.zeros(0)])
+    if flat_scores.size != n_masks:
+        raise ValueError(f'{n_masks} masks and {flat_scores.size} scores')
+    order = np.lexsort((np.arange(n_masks), -flat_scores, image_of_mask))
+    rank = np.empty(n_masks, np.int64)
+    rank[order] = np.arange(n_masks)
+    by_start = np.argsort(starts, kind='stable')
+    starts, lengths, run_rank = _resolve_overlaps(starts[by_start], lengths[by_start],
+                                                  rank[mask[by_start]])
     kept = np.flatnonzero(np.bincount(run_rank, minlength=n_masks))  # ranks holding pixels
     inst_of_rank = np.zeros(n_masks, np.int64)
     inst_of_rank[kept] = np.arange(kept.size)
     inst_start = np.concatenate([[0], np.cumsum(np.bincount(image_of_mask[order[kept]],
-                                                            minlength=len(shapes)))])
-    return SparseLabels(heights, pixel_start, inst_start, start, length,
+                                                            minlength=n_images))])
+    return SparseLabels(heights, pixel_start, inst_start, starts, lengths,
                         inst_of_rank[run_rank], order[kept])
+
+
+def label_image_of(labels: SparseLabels, k: int, shape: tuple[int, int]) -> np.ndarray:
+    """Image k of ``labels`` (of ``shape``) as an HxW array: instance i of the image is id
+    i + 1, 0 is background; uint16, or uint32 past 65535 instances."""
+    height, width = (int(v) for v in shape)
+    n = int(labels.inst_start[k + 1] - labels.inst_start[k])
+    out = np.zeros(height * width, np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32)
+    lo = labels.pixel_start[k]
+    a, b = np.searchsorted(labels.starts, [lo, labels.pixel_start[k + 1]])
+    lengths = labels.lengths[a:b]
+    out[run_pixels(labels.starts[a:b] - lo, lengths)] = np.repeat(
+        labels.owner[a:b] - labels.inst_start[k] + 1, lengths)
+    return np.ascontiguousarray(out.reshape(width, height).T)  # stacked column by column
 
 
 def rle_images(rles: Sequence[Sequence], shapes: Sequence[tuple[int, int]],
