@@ -1,7 +1,8 @@
 """Predict any images with a trained model: label TIFFs, class maps, overlays, GeoJSON and a CSV.
 
     python tools/predict.py CHECKPOINT INPUT... --out-dir DIR [--score-thr 0.5]
-        [--config CONFIG] [--device cpu|cuda:0] [--cfg-options key=value ...] [--overwrite]
+        [--config CONFIG] [--device cpu|cuda:0] [--amp] [--cfg-options key=value ...]
+        [--overwrite]
 
 INPUT: image files (TIFF, PNG, JPEG; any size), folders of them, or glob patterns (quoted; `**`
 recurses). The outputs, and what happens to bad images, killed runs and earlier outputs, are
@@ -38,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--score-thr', type=float, default=0.5,
                         help='keep detections scoring at least this (default 0.5)')
     parser.add_argument('--device', help='cpu or cuda:0 (default: cuda:0 when available)')
+    parser.add_argument('--amp', action='store_true', help='mixed precision: float16 on CUDA, '
+                        'bfloat16 on CPUs with native bfloat16 (else float32)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (e.g. model.tile_cfg=None)')
     parser.add_argument('--from-disk-above', type=float, metavar='MPX', help='read images of '
@@ -60,10 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format='%(levelname)s %(message)s')
     # everything that can be checked before the model loads: inputs, output folder
     paths, unreadable = check_images(collect_images(args.inputs))
-    run = prediction_run(args.checkpoint, args.score_thr, args.config, args.cfg_options)
+    run = prediction_run(args.checkpoint, args.score_thr, args.config, args.cfg_options,
+                         args.amp)
     prepare_output_dir(args.out_dir, run, args.overwrite)
     model = load_model(args.checkpoint, args.config, args.device, args.score_thr,
-                       args.cfg_options)
+                       args.cfg_options, amp=args.amp)
     s = predict_files(model, paths, args.out_dir, args.score_thr, failed=unreadable,
                       large_image_pixels=args.from_disk_above and int(args.from_disk_above * 1e6))
     print(f'{s.images} images predicted' + (f', {s.skipped} done earlier' if s.skipped else '')

@@ -158,7 +158,7 @@ def output_stems(paths: Sequence[Path]) -> list[str]:
 
 def load_model(checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
                device: str | None = None, score_thr: float | None = None,
-               cfg_options: dict | None = None) -> torch.nn.Module:
+               cfg_options: dict | None = None, amp: bool = False) -> torch.nn.Module:
     """The detector of a checkpoint with its weights, ready for ``predict_image``.
 
     The config is the one saved in the checkpoint (read as data, never run), or ``config`` when
@@ -166,7 +166,9 @@ def load_model(checkpoint: str | os.PathLike, config: str | os.PathLike | None =
     classes the checkpoint remembers; ``cfg_options`` override config keys as ``--cfg-options``
     does. ``score_thr`` becomes the model's ``test_cfg.rcnn.score_thr``: the box head drops
     detections below it before the mask head runs, so no mask is computed for a detection the
-    output would drop (NMS and the top-k of the detections above it do not change).
+    output would drop (NMS and the top-k of the detections above it do not change), and no
+    class cap (``max_per_class``, kept for what COCO's AP counts) applies to a detection the
+    output keeps. ``amp``: predict under a mixed-precision autocast (``inference_precision``).
     """
     from mmdet.apis import init_detector
     from mmengine.config import Config
@@ -189,11 +191,31 @@ def load_model(checkpoint: str | os.PathLike, config: str | os.PathLike | None =
     rcnn = cfg.model.get('test_cfg', {}).get('rcnn')
     if score_thr is not None and rcnn is not None:
         rcnn.score_thr = score_thr
+        if rcnn.get('max_per_class') is not None:
+            rcnn.uncapped_score = min(rcnn.get('uncapped_score', score_thr), score_thr)
     percentiles = _take_reading_percentiles(cfg)
     device = device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
     model = init_detector(cfg, os.fspath(checkpoint), device=device)
     model.image_percentiles = percentiles
+    model.autocast_dtype = inference_precision(device, amp)
     return model
+
+
+def inference_precision(device: str, amp: bool) -> torch.dtype | None:
+    """The autocast type prediction runs in: ``None`` (float32) unless ``amp``; then float16
+    on CUDA and bfloat16 on a CPU that computes it natively. A CPU without native bfloat16
+    emulates it, slower than float32, so it predicts in float32 (said on stderr)."""
+    from cellseg.engine.optimizers.cpu_amp_optim_wrapper import cpu_has_bf16
+
+    if not amp:
+        return None
+    if torch.device(device).type == 'cuda':
+        return torch.float16
+    if cpu_has_bf16():
+        return torch.bfloat16
+    print('warning: mixed precision asked, but this CPU has no native bfloat16 (no avx512_bf16 '
+          'or amx_bf16 flag): predicting in float32', file=sys.stderr)
+    return None
 
 
 def model_classes(model: torch.nn.Module) -> tuple[list[str], list[tuple[int, int, int]]]:
@@ -239,8 +261,11 @@ def predict_image(model: torch.nn.Module, path: str | os.PathLike, score_thr: fl
     from cellseg.structures.mask_crops import crop_from_rle, crops_from_tensor
 
     image = read_image(path, percentiles=reading_percentiles(model))
+    dtype = getattr(model, 'autocast_dtype', None)
+    device_type = next(model.parameters()).device.type
     # mmdet's pipeline expects BGR as OpenCV decodes it; read_image applied the HW3 rules
-    result = inference_detector(model, np.ascontiguousarray(image[..., ::-1]))
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        result = inference_detector(model, np.ascontiguousarray(image[..., ::-1]))
     inst = result.pred_instances
     scores = inst.scores.detach().cpu().numpy().astype(np.float32)
     keep = np.flatnonzero(scores >= score_thr)

@@ -29,17 +29,17 @@ def _our_outputs(out_dir: Path) -> list[Path]:
 
 
 def prediction_run(checkpoint: str | os.PathLike, score_thr: float,
-                   config: str | os.PathLike | None = None, cfg_options: dict | None = None
-                   ) -> dict:
+                   config: str | os.PathLike | None = None, cfg_options: dict | None = None,
+                   amp: bool = False) -> dict:
     """What makes two runs the same prediction, for ``prepare_output_dir``: the checkpoint by
     path, size and time (a retrained model written to the same path is another run), the
-    threshold, the config and the options."""
+    threshold, the config, the options and the precision."""
     stat = os.stat(checkpoint) if os.path.isfile(checkpoint) else None
     return dict(checkpoint=os.path.abspath(checkpoint), score_thr=score_thr,
                 checkpoint_bytes=stat and stat.st_size,
                 checkpoint_mtime_ns=stat and stat.st_mtime_ns,
                 config=os.path.abspath(config) if config else None,
-                cfg_options=str(cfg_options or ''))
+                cfg_options=str(cfg_options or ''), **({'amp': True} if amp else {}))
 
 
 def prepare_output_dir(out_dir: str | Path, run: dict, overwrite: bool = False) -> Path:
