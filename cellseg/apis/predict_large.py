@@ -21,6 +21,10 @@ NDPI slide. Memory then follows the tile, not the image:
   to the run's CSV as they finish, durably) and their GeoJSON features (appended to a part
   file, assembled into ``<stem>.geojson`` when the image is done).
 
+No cell is dropped without a word: a tile returning the model's ``test_cfg.rcnn.max_per_img``
+detections is logged, as ``TiledMaskRCNN`` logs it, and ``tile_cfg.max_per_img`` (a cap on a
+whole image's merged cells) does not apply, since cells are written before the image is whole.
+
 Outputs of such an image (beside the run's ``instances.csv``)::
 
     <stem>_labels.tif    tiled BigTIFF, uint32 ids 1..N, written band by band at the end
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -55,6 +60,7 @@ import tifffile
 import torch
 from mmdet.models.detectors import MaskRCNN
 from mmdet.structures import DetDataSample
+from mmengine.logging import print_log
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -74,7 +80,7 @@ from cellseg.models.detectors.tiled_mask_rcnn import (
     tile_starts,
 )
 from cellseg.structures.label_images import paint_labels
-from cellseg.structures.mask_crops import Detections, MaskCrop
+from cellseg.structures.mask_crops import Detections, MaskCrop, areas, intersection
 from cellseg.utils.fileio import atomic_write_bytes
 
 # Above this many pixels an image is read tile by tile from disk. The in-memory path holds the
@@ -191,6 +197,13 @@ def _predict_batch(model: torch.nn.Module, regions, batch: Sequence[tuple[int, i
             batch_input_shape=(ph, pw), pad_shape=(ph, pw), tile=(y0, x0, y1, x1)))
             for y0, x0, y1, x1 in batch]
         results = MaskRCNN.predict(model, x, samples, rescale=False)
+    cap = (model.test_cfg.get('rcnn') or {}).get('max_per_img')
+    for (y0, x0, y1, x1), r in zip(batch, results):
+        if cap is not None and len(r.pred_instances) >= cap:  # no cell lost without a word
+            print_log(f'{regions.path}: the tile at rows {y0}:{y1}, columns {x0}:{x1} returned '
+                      f'{cap} detections, the most test_cfg.rcnn.max_per_img allows: cells '
+                      'there may be missing (raise model.test_cfg.rcnn.max_per_img)',
+                      logger='current', level=logging.WARNING)
     return [Detections.from_instances(r.pred_instances, y0, x0)
             for (y0, x0, _, _), r in zip(batch, results)]
 
@@ -296,10 +309,20 @@ class LargeImageMerger:
         dets = Detections.concat(per_tile)
         tile_of = np.repeat(np.asarray(order, np.int64), [len(d) for d in per_tile])
         ext = dets.extents()
-        # components: detections of different tiles with intersecting extents (what the merge
-        # compares, and more: any class), chained
+        # components: the pairs the merge can make one cell (same class, different tiles, mask
+        # intersection over the smaller mask >= merge_thr; a pair with an empty mask, which it
+        # compares by boxes, counts as linked), chained. Linking every pair of overlapping
+        # extents would chain the cells of a dense image along the tiles' overlap strips into
+        # one component as large as the image, and nothing would be decided before the end.
         i, j = _overlap_pairs(ext, ext)
-        link = tile_of[i] != tile_of[j]
+        pair = (i < j) & (tile_of[i] != tile_of[j]) & (dets.labels[i] == dets.labels[j])
+        i, j = i[pair], j[pair]
+        area = areas(dets.crops)
+        smaller = np.minimum(area[i], area[j])
+        inter = np.array([intersection(dets.crops[a], dets.crops[b]) if m else 0
+                          for a, b, m in zip(i.tolist(), j.tolist(), smaller.tolist())], np.int64)
+        link = smaller == 0
+        link[~link] = inter[~link] / smaller[~link] >= self.cfg.merge_thr
         n = len(dets)
         _, component = connected_components(coo_matrix(
             (np.ones(int(link.sum()), bool), (i[link], j[link])), shape=(n, n)), directed=False)
