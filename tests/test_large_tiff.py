@@ -119,3 +119,52 @@ def test_a_killed_tile_run_resumes_to_the_uninterrupted_outputs(
     for suffix in ('_labels.tif', '_classes.tif'):
         assert np.array_equal(tifffile.imread(out / f'slide{suffix}'),
                               tifffile.imread(uninterrupted / f'slide{suffix}'))
+
+
+@pytest.mark.parametrize('kind', ['uint16 grey', 'uint16 planar RGB', 'float32 grey', 'uint8 RGBA'])
+def test_regions_read_as_the_whole_image_is_read(kind: str, tmp_path: Path) -> None:
+    """A region read from disk is the same crop of the pixels ``read_image`` gives the whole
+    image: the percentile rule (here every pixel is sampled: the image is under
+    PERCENTILE_SAMPLE_PIXELS), planar samples, alpha."""
+    from cellseg.formats.image_regions import open_regions, percentile_limits, region_rgb
+    from cellseg.formats.images import read_image
+
+    rng = np.random.default_rng(0)
+    if kind == 'uint16 grey':
+        pixels = rng.integers(100, 4000, (300, 410)).astype(np.uint16)
+        pixels[5, 7] = 65535  # an outlier the percentiles ignore
+        options = dict(tile=(128, 128))
+    elif kind == 'uint16 planar RGB':
+        pixels = rng.integers(0, 4096, (3, 300, 410)).astype(np.uint16)
+        options = dict(photometric='rgb', planarconfig='separate')
+    elif kind == 'float32 grey':
+        pixels = rng.normal(0.5, 0.1, (300, 410)).astype(np.float32)
+        options = dict(tile=(128, 128))
+    else:
+        pixels = rng.integers(0, 256, (300, 410, 4)).astype(np.uint8)
+        options = dict(photometric='rgb', extrasamples=['unassalpha'], tile=(128, 128))
+    path = tmp_path / 'image.tif'
+    tifffile.imwrite(path, pixels, **options)
+    whole = read_image(path)
+    with open_regions(path) as regions:
+        assert (regions.height, regions.width) == whole.shape[:2]
+        limits = percentile_limits(regions)
+        assert (limits is None) == (kind == 'uint8 RGBA')
+        assert np.array_equal(region_rgb(regions, 0, 0, 300, 410, limits), whole)
+        assert np.array_equal(region_rgb(regions, 37, 101, 250, 333, limits, bgr=True),
+                              whole[37:250, 101:333, ::-1])
+
+
+def test_a_slide_without_a_slide_reader_is_one_clear_error(tmp_path: Path) -> None:
+    import importlib.util
+
+    from cellseg.formats.image_regions import open_regions
+    from cellseg.formats.problems import FormatError
+
+    if any(importlib.util.find_spec(m) for m in ('tiffslide', 'openslide')):
+        pytest.skip('a slide reader is installed')
+    path = tmp_path / 'slide.svs'
+    path.write_bytes(b'II*\x00')
+    with pytest.raises(FormatError, match=r'slide\.svs: reading \.svs slides needs tiffslide or '
+                                          r'openslide: pip install tiffslide'):
+        open_regions(path)
