@@ -10,11 +10,13 @@ NDPI slide. Memory then follows the tile, not the image:
   (``cellseg.formats.image_regions``; for other types than uint8 the percentile rule's limits
   come from a strided sample of the whole image, see there), preprocessed and batched as
   ``tiled_predict`` does, and predicted by ``MaskRCNN.predict``.
-- Cells are merged by ``merge_tile_detections`` itself, on the tiles in memory. Its decisions
-  about a detection depend only on the detections whose extents overlap it from other tiles,
-  chained (a connected component of that relation). After each row of tiles, the components
-  that cannot reach a tile still to come are decided, exactly as one merge of the whole image
-  would decide them, and leave memory; the others wait for the next row.
+- Cells are merged by ``merge_tile_detections`` itself, on the tiles in memory. Its decision
+  about a detection depends only on the detections it can be made one cell with (same class,
+  another tile, mask intersection over the smaller mask >= ``merge_thr``), chained: a connected
+  component of that relation, a cell's copies in the tiles that overlap. After each row of
+  tiles, the components that cannot reach a tile still to come are decided, exactly as one
+  merge of the whole image would decide them, and leave memory; the others wait for the next
+  row.
 - A kept cell is *finished* once every detection overlapping it is decided: its pixels in the
   label image (the higher score wins a pixel, as in ``cellseg.structures.label_images``) are
   then final. Finished cells get their instance ids, their ``instances.csv`` rows (appended
