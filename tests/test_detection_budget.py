@@ -153,3 +153,21 @@ def test_mixed_precision_prediction_runs_the_float32_only_ops_in_float32(
     assert all(x[1].dtype == np.float32 for x in b)
     n_a, n_b = sum(len(x[0]) for x in a), sum(len(x[0]) for x in b)
     assert n_a > 0 and abs(n_a - n_b) <= max(2, 0.2 * n_a)
+
+
+@pytest.mark.parametrize('native', [True, False])
+def test_test_amp_turns_on_mmengine_s_autocast_only_where_it_pays(
+        native: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """tools/test.py --amp: the test loop's fp16 flag (mmengine's autocast: bfloat16 on a CPU)
+    where the CPU has native bfloat16; elsewhere float32, said once."""
+    import cellseg.engine.optimizers.cpu_amp_optim_wrapper as wrapper
+    from mmengine.config import Config
+
+    from cellseg.apis.test_loop import use_mixed_precision
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(wrapper, 'cpu_has_bf16', lambda: native)
+    cfg = Config(dict(test_cfg=dict(type='TestLoop')))
+    assert use_mixed_precision(cfg) is native
+    assert cfg.test_cfg.get('fp16', False) is native and cfg.test_cfg.type == 'TestLoop'
+    assert ('no native bfloat16' in capsys.readouterr().err) is not native

@@ -4,6 +4,7 @@
     python tools/test.py CONFIG CHECKPOINT --submit work_dirs/x/submission.zip
     python tools/test.py configs/cell_r50_scratch_dense_tta.py CHECKPOINT --tta ...
         (flip TTA, masks too)
+    python tools/test.py CONFIG CHECKPOINT --amp ...   (mixed precision, as predict --amp)
 
 Without --submit the config's test loop runs (its annotation file has ground truth) and prints
 the metrics. With --submit the model runs on DATA_ROOT's test_release/ images as listed in
@@ -28,7 +29,12 @@ from cellseg.apis.evaluate import (  # noqa: E402
     resolve_test_classes,
     submit,
 )
-from cellseg.apis.test_loop import use_test_ground_truth, use_tta  # noqa: E402
+from cellseg.apis.test_loop import (  # noqa: E402
+    use_mixed_precision,
+    use_test_ground_truth,
+    use_tta,
+)
+from cellseg.apis.train import start_cpu_processes  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--metrics-out', metavar='JSON', help='also write the metrics here')
     parser.add_argument('--report', metavar='DIR', help='after evaluating, write the evaluation '
                         'report here: per-class table, PR curves, confusion matrix, worst images')
+    parser.add_argument('--amp', action='store_true', help='mixed precision: float16 on CUDA, '
+                        'bfloat16 on CPUs with native bfloat16 (else float32)')
     parser.add_argument('--tta', action='store_true', help="test-time augmentation: the config's "
                         'tta_model and tta_pipeline (configs/cell_r50_scratch_dense_tta.py)')
     return parser.parse_args(argv)
@@ -56,6 +64,9 @@ def main(argv: list[str] | None = None) -> dict:
     cfg.load_from = args.checkpoint
     print(resolve_test_classes(cfg, args.checkpoint))
     adapt_to_cpu(cfg)
+    start_cpu_processes(cfg)
+    if args.amp:
+        use_mixed_precision(cfg)
     if args.test_gt:
         use_test_ground_truth(cfg, args.test_gt)
     if args.tta:

@@ -99,3 +99,19 @@ def use_tta(cfg: Config) -> None:
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     for ds in leaf_datasets(cfg.test_dataloader):
         ds.pipeline = cfg.tta_pipeline
+
+
+def use_mixed_precision(cfg: Config) -> bool:
+    """Run the test loop under mmengine's autocast (``test_cfg.fp16``): float16 on CUDA,
+    bfloat16 on a CPU with native bfloat16, as ``tools/predict.py --amp`` predicts. A CPU
+    without it would emulate bfloat16 more slowly than float32: the loop stays float32 (said on
+    stderr by ``inference_precision``). Returns whether the autocast is on."""
+    import torch
+
+    from cellseg.apis.predict import inference_precision
+
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    on = inference_precision(device, True) is not None
+    if on:
+        cfg.test_cfg = ConfigDict(dict(cfg.get('test_cfg') or {}, fp16=True))
+    return on

@@ -33,9 +33,13 @@ model = dict(
         mask_roi_extractor=dict(out_channels=width),
         mask_head=dict(in_channels=width, conv_out_channels=width)),
     # the same tool: at most 240 cells per demo image (a 256 px crop holds ~60), so 500 proposals
-    # per image and 300 detections are enough, and cost a quarter of the recipe's 2000 / 1000
+    # per image (or tile) and 300 detections are enough, and cost a quarter of the recipe's
+    # 2000 / 1000; the recipe's per-megapixel proposal budget would give a 512 px tile four
+    # times these, more than the demo's sparse cells need (docs/results.md, the demo section)
     train_cfg=dict(rpn_proposal=dict(nms_pre=1000, max_per_img=500)),
-    test_cfg=dict(rpn=dict(nms_pre=1000, max_per_img=500), rcnn=dict(max_per_img=300)))
+    test_cfg=dict(rpn=dict(nms_pre=1000, max_per_img=500, nms_pre_per_mpx=None,
+                           max_per_img_per_mpx=None),
+                  rcnn=dict(max_per_img=300)))
 
 train_pipeline = [
     dict(type='LoadCellImageFromFile', percentiles=_base_.image_percentiles),
