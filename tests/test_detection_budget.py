@@ -160,9 +160,9 @@ def test_test_amp_turns_on_mmengine_s_autocast_only_where_it_pays(
         native: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """tools/test.py --amp: the test loop's fp16 flag (mmengine's autocast: bfloat16 on a CPU)
     where the CPU has native bfloat16; elsewhere float32, said once."""
-    import cellseg.engine.optimizers.cpu_amp_optim_wrapper as wrapper
     from mmengine.config import Config
 
+    import cellseg.engine.optimizers.cpu_amp_optim_wrapper as wrapper
     from cellseg.apis.test_loop import use_mixed_precision
 
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
