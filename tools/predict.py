@@ -2,9 +2,10 @@
 
     python tools/predict.py CHECKPOINT INPUT... --out-dir DIR [--score-thr 0.5]
         [--config CONFIG] [--device cpu|cuda:0] [--amp] [--cfg-options key=value ...]
-        [--overwrite]
+        [--from-disk-above MPX] [--overwrite]
 
-INPUT: image files (TIFF, PNG, JPEG; any size), folders of them, or glob patterns (quoted; `**`
+INPUT: image files (TIFF, PNG, JPEG; any size; whole-slide TIFF, OME-TIFF, and SVS/NDPI with
+tiffslide or openslide installed), folders of them, or glob patterns (quoted; `**`
 recurses). The outputs, and what happens to bad images, killed runs and earlier outputs, are
 described in cellseg/apis/predict.py and docs/outputs.md.
 """
@@ -73,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f'{s.images} images predicted' + (f', {s.skipped} done earlier' if s.skipped else '')
           + f'; {s.instances} instances scoring >= {args.score_thr} ('
           + ', '.join(f'{k} {v}' for k, v in s.per_class.items()) + f') in {s.seconds:.1f} s')
-    print(f'wrote <stem>_labels.tif, _classes.tif, _overlay.png, <stem>.geojson and {s.csv.name} '
-          f'to {args.out_dir}')
+    print(f'wrote <stem>_labels.tif, _classes.tif, _overlay.png (not for images read from disk '
+          f'tile by tile), <stem>.geojson and {s.csv.name} to {args.out_dir}')
     if s.failed:
         print(f'error: {len(s.failed)} of {len(paths) + len(unreadable)} images failed, listed in '
               f'{Path(args.out_dir) / "failed.csv"}', file=sys.stderr)
