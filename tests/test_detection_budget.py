@@ -13,6 +13,8 @@ from mmengine.structures import InstanceData
 
 from cellseg.models.detection_budget import area_budget, budgeted_cfg, keep_budget
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_area_budget_scales_with_pixels_above_its_floor() -> None:
     cfg = ConfigDict(max_per_img=500, max_per_img_per_mpx=8000, nms_pre=1000)
@@ -171,3 +173,25 @@ def test_test_amp_turns_on_mmengine_s_autocast_only_where_it_pays(
     assert use_mixed_precision(cfg) is native
     assert cfg.test_cfg.get('fp16', False) is native and cfg.test_cfg.type == 'TestLoop'
     assert ('no native bfloat16' in capsys.readouterr().err) is not native
+
+
+def test_the_test_run_s_class_cap_follows_what_its_metrics_count() -> None:
+    """tools/test.py sizes the per-class cap to the largest maxDets its COCO metrics count and
+    keeps every detection its nuclei metric counts; a submission keeps the config's cap."""
+    from mmengine.config import Config
+
+    from cellseg.apis.test_loop import keep_what_the_metrics_count
+
+    cfg = Config.fromfile(str(REPO / 'configs/cell_r50_scratch_tuned.py'))
+    rcnn = cfg.model.test_cfg.rcnn
+    assert (rcnn.max_per_class, rcnn.uncapped_score) == (100, 0.5)
+    keep_what_the_metrics_count(cfg)  # AP at 100, nuclei metrics at 0.5: the config's own
+    assert (rcnn.max_per_class, rcnn.uncapped_score) == (100, 0.5)
+    cfg.test_evaluator[0].proposal_nums = (1, 10, 100, 1000)
+    cfg.test_evaluator[1].score_thr = 0.3
+    keep_what_the_metrics_count(cfg)
+    assert (rcnn.max_per_class, rcnn.uncapped_score) == (1000, 0.3)
+    submission = Config.fromfile(str(REPO / 'configs/cell_r50_scratch_tuned.py'))
+    submission.test_evaluator = dict(type='CocoMetric', format_only=True, metric='segm')
+    keep_what_the_metrics_count(submission)
+    assert submission.model.test_cfg.rcnn.max_per_class == 100

@@ -30,6 +30,7 @@ from cellseg.apis.evaluate import (  # noqa: E402
     submit,
 )
 from cellseg.apis.test_loop import (  # noqa: E402
+    keep_what_the_metrics_count,
     use_mixed_precision,
     use_test_ground_truth,
     use_tta,
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         use_test_ground_truth(cfg, args.test_gt)
     if args.tta:
         use_tta(cfg)
+    keep_what_the_metrics_count(cfg)
     if args.submit:
         return submit(cfg, args.submit, args.work_dir)
     return evaluate(cfg, args.metrics_out, args.report)

@@ -115,3 +115,29 @@ def use_mixed_precision(cfg: Config) -> bool:
     if on:
         cfg.test_cfg = ConfigDict(dict(cfg.get('test_cfg') or {}, fp16=True))
     return on
+
+
+def keep_what_the_metrics_count(cfg: Config) -> None:
+    """Size the model's per-class cap (``test_cfg.rcnn.max_per_class``,
+    ``cellseg.models.detection_budget``) to what the test evaluator counts: the largest maxDets
+    (``proposal_nums``) of its COCO metrics, and every detection at or above its nuclei metrics'
+    score threshold (``uncapped_score``). The leaderboard's AP counts 100 per image and class;
+    asking for AP at 1000 (``test_evaluator.0.proposal_nums=(1,10,100,1000)``) lifts the cap to
+    1000. A submission (``format_only``) counts what the leaderboard counts: the config's cap."""
+    model = cfg.model.get('module', cfg.model)  # a TTA model wraps the detector
+    rcnn = (model.get('test_cfg') or {}).get('rcnn')
+    if not rcnn or rcnn.get('max_per_class') is None:
+        return
+    evaluators = cfg.get('test_evaluator') or []
+    counted, thresholds = [], []
+    for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+        if ev.get('format_only'):
+            continue
+        if 'proposal_nums' in ev or 'Coco' in str(ev.get('type', '')):
+            counted.append(max(ev.get('proposal_nums', (100, 300, 1000))))
+        if 'score_thr' in ev:
+            thresholds.append(float(ev.score_thr))
+    if counted:
+        rcnn.max_per_class = max(counted)
+    if thresholds:
+        rcnn.uncapped_score = min([*thresholds, rcnn.get('uncapped_score', 1.0)])
