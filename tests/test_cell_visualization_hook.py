@@ -1,4 +1,5 @@
-"""CellVisualizationHook draws what cellseg predicts: RLE-list masks, HW3 TIFFs (16-bit too)."""
+"""CellVisualizationHook draws what cellseg predicts (RLE-list masks, HW3 TIFFs, 16-bit too)
+through CellLocalVisualizer."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,70 +11,77 @@ import pycocotools.mask as mask_utils
 import pytest
 import tifffile
 import torch
-from mmdet.engine.hooks import DetVisualizationHook
 from mmdet.structures import DetDataSample
 from mmdet.visualization import DetLocalVisualizer
 from mmengine.structures import InstanceData
 
 from cellseg.engine.hooks.cell_visualization_hook import (
     CellVisualizationHook,
-    drawable_sample,
     picture_name,
+    predictions_only,
 )
 from cellseg.formats.images import read_image
+from cellseg.visualization import CellLocalVisualizer
 
 H, W = 160, 200
+CLASSES = ('class1', 'class2', 'class3', 'class4')
+PALETTE = [(255, 221, 0), (0, 200, 255), (255, 64, 160), (80, 255, 80)]
 
 
 def rle_sample(img_path: Path) -> DetDataSample:
     """A test-time sample as ``ChunkedMaskHead`` leaves it: masks as a list of COCO RLEs."""
     masks = np.zeros((3, H, W), np.uint8)
-    masks[0, 10:60, 10:70] = 1
+    masks[0, 70:120, 10:70] = 1  # below the legend, drawn in the top-left corner
     masks[1, 90:150, 100:190] = 1
-    masks[2, 120:150, 10:40] = 1  # scored below the threshold: not drawn
+    masks[2, 130:155, 80:95] = 1  # scored below the threshold: not drawn
     sample = DetDataSample(metainfo=dict(img_path=str(img_path), ori_shape=(H, W),
                                          img_shape=(H, W)))
     sample.pred_instances = InstanceData(
-        bboxes=torch.tensor([[10., 10, 70, 60], [100, 90, 190, 150], [10, 120, 40, 150]]),
+        bboxes=torch.tensor([[10., 70, 70, 120], [100, 90, 190, 150], [80, 130, 95, 155]]),
         labels=torch.tensor([0, 2, 1]), scores=torch.tensor([0.9, 0.8, 0.1]),
         masks=[mask_utils.encode(np.asfortranarray(m)) for m in masks])
     return sample
 
 
-@pytest.fixture()
-def visualizer() -> DetLocalVisualizer:
-    vis = DetLocalVisualizer.get_instance('test_cell_visualization_hook', alpha=1.0)
-    vis.dataset_meta = dict(classes=('class1', 'class2', 'class3', 'class4'))
-    return vis
+def contour(mask: np.ndarray) -> np.ndarray:
+    """The pixels of ``mask`` next to a pixel outside it (the image's outside included), found
+    with OpenCV's erosion rather than the visualizer's own filter."""
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8),
+                      borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return mask.astype(bool) & ~inner.astype(bool)
 
 
-def test_rle_masks_are_decoded_for_drawing_only() -> None:
+def test_predictions_only_keeps_the_evaluators_sample() -> None:
     sample = rle_sample(Path('unused.tif'))
-    drawn = drawable_sample(sample, score_thr=0.3)
-    masks = drawn.pred_instances.masks
-    assert masks.dtype == torch.bool and masks.shape == (2, H, W)
-    expected = [mask_utils.decode(r).astype(bool) for r in sample.pred_instances.masks[:2]]
-    assert all(np.array_equal(m.numpy(), e) for m, e in zip(masks, expected))
-    assert isinstance(sample.pred_instances.masks, list)  # the evaluator's sample keeps its RLEs
+    sample.gt_instances = InstanceData(labels=torch.tensor([1]))
+    drawn = predictions_only(sample)
+    assert drawn.keys() == ['pred_instances'] and 'gt_instances' in sample
+    assert drawn.pred_instances is sample.pred_instances
     assert drawn.img_path == sample.img_path
-    none = drawable_sample(sample, score_thr=0.95).pred_instances
-    assert len(none) == 0 and none.masks.shape == (0, H, W)
 
 
-def test_test_time_drawing_with_rle_masks_and_a_16_bit_tiff(tmp_path: Path,
-                                                            visualizer: DetLocalVisualizer) -> None:
+def test_a_visualizer_without_rle_support_is_named(tmp_path: Path) -> None:
+    """mmdet's own visualizer cannot draw RLE lists (``'list' object has no attribute
+    'astype'``); the hook says which config entry to set instead of failing inside it."""
+    tifffile.imwrite(tmp_path / 'cells.tif', np.zeros((H, W), np.uint8))
+    runner = SimpleNamespace(work_dir=str(tmp_path), timestamp='20260101_000000')
+    DetLocalVisualizer.get_instance('test_cell_visualization_hook_mmdet')  # the current one
+    hook = CellVisualizationHook(draw=True, test_out_dir='vis')
+    with pytest.raises(TypeError, match="type='CellLocalVisualizer'"):
+        hook.after_test_iter(runner, 0, {}, [rle_sample(tmp_path / 'cells.tif')])
+
+
+def test_test_time_drawing_with_rle_masks_and_a_16_bit_tiff(tmp_path: Path) -> None:
     """What ``default_hooks.visualization.draw=True`` (mmdet's ``--show-dir``) does after each
-    test batch. mmdet's own hook crashes on the RLE list; this one writes the pictures, drawn
-    on the image as training saw it (16-bit normalised by its percentiles)."""
+    test batch: pictures of the RLE masks, drawn on the image as training saw it (16-bit
+    normalised by its percentiles), each mask outlined in its class's palette colour."""
     grey16 = np.linspace(1000, 5000, H * W).reshape(H, W).astype(np.uint16)
     img_path = tmp_path / 'cells.tif'
     tifffile.imwrite(img_path, grey16)
     runner = SimpleNamespace(work_dir=str(tmp_path), timestamp='20260101_000000')
     outputs = [rle_sample(img_path)]
-
-    with pytest.raises(AttributeError, match='astype'):  # the bug this hook exists for
-        DetVisualizationHook(draw=True, test_out_dir='parent').after_test_iter(
-            runner, 0, {}, outputs)
+    visualizer = CellLocalVisualizer.get_instance('test_cell_visualization_hook')
+    visualizer.dataset_meta = dict(classes=CLASSES, palette=PALETTE)
 
     hook = CellVisualizationHook(draw=True, test_out_dir='vis')
     hook.after_test_iter(runner, 0, {}, outputs)
@@ -81,24 +89,27 @@ def test_test_time_drawing_with_rle_masks_and_a_16_bit_tiff(tmp_path: Path,
     out = tmp_path / runner.timestamp / 'vis' / 'cells.png'
     assert sorted(p.name for p in out.parent.iterdir()) == ['cells.png']
     picture = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[..., ::-1]  # RGB
-    # the visualizer puts the ground truth (none at test time: the image alone) left of the
+    # mmdet's picture: the ground truth (none at test time: the image alone) left of the
     # predictions
     assert picture.shape == (H, 2 * W, 3) and picture.dtype == np.uint8
-    grey = read_image(img_path)[..., 0]  # as training reads it (the percentile rule)
-    assert np.array_equal(picture[:, :W], np.repeat(grey[..., None], 3, 2))
-    drawn = picture[:, W:].astype(int)
-    colours = drawn - grey[..., None]  # alpha 1: a drawn mask replaces the image
-    masks = drawable_sample(outputs[0], 0.3).pred_instances.masks.numpy()
-    for m in masks:  # each drawn mask: one colour over its whole interior
-        inside = cv2.erode(m.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
-        inside[:25 + np.flatnonzero(m.any(1))[0]] = False  # clear of its label, drawn at the top
-        assert inside.sum() > 10
-        assert (np.abs(colours[inside]).max(1) > 20).all()
-        assert len(np.unique(drawn[inside], axis=0)) == 1
-    below = np.zeros((H, W), bool)
-    below[120:150, 10:40] = True  # the detection scored 0.1: not drawn
-    assert np.array_equal(drawn[below], np.repeat(grey[below][:, None], 3, 1))
-    assert isinstance(outputs[0].pred_instances.masks, list)
+    grey = np.repeat(read_image(img_path)[..., :1], 3, 2)  # as training reads it (percentiles)
+    assert np.array_equal(picture[:, :W], grey)
+    drawn = picture[:, W:]
+    masks = [mask_utils.decode(r).astype(bool) for r in outputs[0].pred_instances.masks]
+    labels = outputs[0].pred_instances.labels.tolist()
+    edges = np.zeros((H, W), bool)
+    for m, k in zip(masks[:2], labels[:2]):
+        edge = contour(m)
+        assert (drawn[edge] == PALETTE[k]).all()
+        edges |= edge
+    legend = np.zeros((H, W), bool)
+    legend[:60, :120] = True  # the legend's corner, kept clear of the masks
+    assert not np.array_equal(drawn[legend], grey[legend])
+    # everything else is the image: mask interiors, and the detection scored 0.1 below the
+    # threshold
+    rest = ~edges & ~legend
+    assert np.array_equal(drawn[rest], grey[rest]) and masks[2][rest].sum() == masks[2].sum()
+    assert isinstance(outputs[0].pred_instances.masks, list)  # the evaluator's sample keeps them
 
 
 def test_pictures_of_hw3_training_images_do_not_overwrite_each_other() -> None:

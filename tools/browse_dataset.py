@@ -18,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cellseg.apis.cli import run_tool  # noqa: E402
 from cellseg.datasets.cell_dataset import palette_for  # noqa: E402
 from cellseg.formats.hw3 import data_classes, list_train_samples  # noqa: E402
-from cellseg.visualization.visualize import hw3_gt_overlay, write_png  # noqa: E402
+from cellseg.visualization import CellLocalVisualizer  # noqa: E402
+from cellseg.visualization.cell_local_visualizer import hw3_gt_overlay  # noqa: E402
+from cellseg.visualization.visualize import write_png  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     # the data's classes, as the conversion names them: classes.txt, else class1..classK
     classes = data_classes(args.data_root, samples)
     palette = palette_for(None, len(classes))  # the colours a dataset of these classes gets
+    visualizer = CellLocalVisualizer.get_instance('browse_dataset')
+    visualizer.dataset_meta = dict(classes=classes, palette=palette)
     samples = samples[:args.limit]
     for sample in tqdm(samples, desc='browse', unit='image'):
         write_png(Path(args.out_dir) / f'{sample.name}_gt.png',
-                  hw3_gt_overlay(sample, classes, palette))
+                  hw3_gt_overlay(sample, visualizer))
     print(f'wrote {len(samples)} ground-truth overlays to {args.out_dir}')
     return 0
 

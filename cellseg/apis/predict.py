@@ -64,7 +64,8 @@ from cellseg.formats.qupath_geojson import geojson_bytes, instances_to_geojson
 from cellseg.structures.label_images import class_map, paint_labels
 from cellseg.utils.fileio import atomic_write_bytes
 from cellseg.utils.spreadsheet import SafeDictWriter, spreadsheet_safe
-from cellseg.visualization.visualize import overlay_instances, write_png
+from cellseg.visualization import CellLocalVisualizer
+from cellseg.visualization.visualize import write_png
 
 IMAGE_SUFFIXES = (*TIFF_SUFFIXES, '.png', '.jpg', '.jpeg', *SLIDE_SUFFIXES)
 CSV_COLUMNS = ('image', 'instance_id', 'class_id', 'class_name', 'score', 'area', 'bbox_x',
@@ -345,8 +346,9 @@ def write_image_outputs(out_dir: str | Path, name: str, image: np.ndarray, crops
     outputs = ImageOutputs(
         labels=atomic_write_bytes(out_dir / f'{name}_labels.tif', encode_tiff(ids)),
         classes=atomic_write_bytes(out_dir / f'{name}_classes.tif', encode_tiff(classes)),
-        overlay=write_png(out_dir / f'{name}_overlay.png', overlay_instances(
-            image, ids, classes, class_of_id, class_names, palette)),
+        # the label image just painted, drawn as the training hook's visualizer draws detections
+        overlay=write_png(out_dir / f'{name}_overlay.png', CellLocalVisualizer.get_instance(
+            'cellseg_predict').draw_label_image(image, ids, class_of_id, class_names, palette)),
         geojson=atomic_write_bytes(out_dir / f'{name}.geojson', geojson_bytes(
             instances_to_geojson(ids, [dict(instance_id=i + 1, class_id=int(c), score=float(sc))
                                        for i, (c, sc) in enumerate(

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_utils
+import torch
+from mmengine.structures import InstanceData
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -51,12 +53,11 @@ from cellseg.evaluation.coco_nuclei_metrics import coco_nuclei_metrics
 from cellseg.evaluation.metrics.per_class_coco_metric import average_precision
 from cellseg.formats.hw3 import TEST_DIR
 from cellseg.formats.images import read_image
-from cellseg.structures.label_images import class_map, crops_of_rles, paint_labels
 from cellseg.utils.fileio import atomic_write_bytes
 from cellseg.utils.spreadsheet import spreadsheet_safe
+from cellseg.visualization import CellLocalVisualizer
 from cellseg.visualization.visualize import (
     Color,
-    draw_instances,
     plot_confusion,
     plot_gallery,
     plot_pr_curves,
@@ -297,16 +298,16 @@ def resolve_image(images_root: str | os.PathLike, file_name: str) -> Path:
     raise FileNotFoundError(f'{root / file_name}: image not found (nor in {root / TEST_DIR})')
 
 
-def _instance_maps(anns: Sequence[dict], gt: COCO, col: dict[int, int], shape: tuple[int, int],
-                   scored: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Label and class maps of annotations, painted like ``tools/predict.py`` paints them
-    (higher score wins; GT, unscored, keeps the later annotation on overlaps)."""
-    crops = crops_of_rles([gt.annToRLE(a) for a in anns])
-    scores = (np.array([a['score'] for a in anns]) if scored
-              else np.arange(len(anns), dtype=np.float64))
-    ids, index = paint_labels(crops, scores, shape)
-    classes = np.array([col[anns[i]['category_id']] + 1 for i in index], np.int64)
-    return ids, class_map(ids, classes)
+def _instances(anns: Sequence[dict], gt: COCO, col: dict[int, int], scored: bool
+               ) -> InstanceData:
+    """Annotations as the instances ``CellLocalVisualizer`` draws; it paints them as
+    ``tools/predict.py`` does (higher score wins; GT, unscored, keeps the later annotation)."""
+    out = InstanceData(labels=torch.tensor([col[a['category_id']] for a in anns],
+                                           dtype=torch.long),
+                       masks=[gt.annToRLE(a) for a in anns])
+    if scored:
+        out.scores = torch.tensor([a['score'] for a in anns], dtype=torch.float64)
+    return out
 
 
 def worst_images_figure(per_image: Sequence[dict], gt: COCO, dt: COCO, cat_ids: Sequence[int],
@@ -316,20 +317,21 @@ def worst_images_figure(per_image: Sequence[dict], gt: COCO, dt: COCO, cat_ids: 
     """A figure of the ``n`` images of lowest F1 (most GT first on ties, F1 of matches at mask
     IoU >= ``iou_thr``): the image with GT contours beside the image with predicted contours."""
     col = {c: i for i, c in enumerate(cat_ids)}
+    visualizer = CellLocalVisualizer.get_instance('cellseg_report')
     worst = sorted(per_image, key=lambda r: (r['f1'], -r['gt']))[:n]
     rows = []
     for r in worst:
         info = gt.loadImgs([r['image_id']])[0]
         image = read_image(resolve_image(images_root, info['file_name']))
-        shape = image.shape[:2]
         g = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=[r['image_id']], iscrowd=False))
              if a['category_id'] in col]
         d = [a for a in dt.loadAnns(dt.getAnnIds(imgIds=[r['image_id']]))
              if a['category_id'] in col and a['score'] >= score_thr]
-        panels = [(f"ground truth: {r['gt']}", draw_instances(
-                      image, *_instance_maps(g, gt, col, shape, False), palette)),
-                  (f"prediction: {r['predictions']}, {r['correct']} correct", draw_instances(
-                      image, *_instance_maps(d, gt, col, shape, True), palette))]
+        panels = [(f"ground truth: {r['gt']}", visualizer.draw_instances(
+                      image, _instances(g, gt, col, False), class_names, palette)),
+                  (f"prediction: {r['predictions']}, {r['correct']} correct",
+                   visualizer.draw_instances(image, _instances(d, gt, col, True), class_names,
+                                             palette))]
         rows.append((f"{Path(info['file_name']).name}\nF1 {r['f1']:.2f}", panels))
     return plot_gallery(rows, legend=list(zip(class_names, palette)),
                         title=f'Worst {len(rows)} images by F1 (score >= {score_thr:g}, '

@@ -1,1 +1,5 @@
-"""Pictures: instance overlays, legends, PR curves, confusion matrices, training curves."""
+"""Pictures: the visualizer of instance overlays (registered in mmdet's VISUALIZERS), PR curves,
+confusion matrices, galleries and training curves."""
+from cellseg.visualization.cell_local_visualizer import CellLocalVisualizer
+
+__all__ = ['CellLocalVisualizer']

@@ -1,17 +1,15 @@
-"""Pictures people look at: instance overlays with a legend, PR curves, confusion matrices,
-galleries and training curves.
+"""Pictures people look at besides instance overlays (``CellLocalVisualizer`` draws those): PR
+curves, confusion matrices, galleries and training curves; and PNG files of images.
 
-Overlays are drawn with NumPy/OpenCV at the image's own resolution (an overlay has the size of
-its image, so it lines up with the label TIFF in napari or Fiji). Plots are matplotlib figures
-built without pyplot (``Figure`` + the Agg canvas): no global figure state and no display
-needed, so they work inside training runs and on headless machines. Every file is written
-atomically through ``cellseg.utils.fileio``.
+Plots are matplotlib figures built without pyplot (``Figure`` + the Agg canvas): no global
+figure state and no display needed, so they work inside training runs and on headless machines.
+Every file is written atomically through ``cellseg.utils.fileio``.
 """
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -19,120 +17,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from scipy import ndimage
 
-from cellseg.formats.hw3 import TrainSample, iter_instances, read_image, read_instance_map
 from cellseg.utils.fileio import atomic_write_bytes
 from cellseg.utils.scalars import LEADERBOARD_KEY
 
 Color = tuple[int, int, int]
 
 
-# ---- raster overlays ----------------------------------------------------------------------------
-
-def contour_thickness(shape: Sequence[int]) -> int:
-    """1 px up to 1000 px images, then 1 px more per 1000: thin lines vanish when a big image is
-    viewed whole, thick ones hide small cells."""
-    return max(1, round(max(shape[:2]) / 1000))
-
-
-def instance_boundaries(id_map: np.ndarray, thickness: int = 1) -> np.ndarray:
-    """Pixels of each instance within ``thickness`` px of a pixel of another id (background, a
-    touching instance, or outside the image), as a bool map. Touching instances keep separate
-    contours because each draws its own inner edge."""
-    size = 2 * thickness + 1
-    ids = id_map if id_map.dtype.kind in 'iu' else id_map.astype(np.int64)
-    lo = ndimage.minimum_filter(ids, size=size, mode='constant', cval=0)
-    hi = ndimage.maximum_filter(ids, size=size, mode='nearest')
-    return (ids > 0) & ((lo != ids) | (hi != ids))
-
-
-def draw_instances(image: np.ndarray, id_map: np.ndarray, class_map: np.ndarray,
-                   palette: Sequence[Color], thickness: int | None = None) -> np.ndarray:
-    """Copy of RGB ``image`` with each instance of ``id_map`` outlined in its class's colour
-    (``class_map``: 1-based class per pixel)."""
-    out = np.array(image, dtype=np.uint8, copy=True)
-    edge = instance_boundaries(id_map, thickness or contour_thickness(image.shape))
-    colors = np.array([(0, 0, 0), *palette], np.uint8)
-    out[edge] = colors[np.clip(class_map[edge], 0, len(palette))]
-    return out
-
-
-def draw_class_maps(image: np.ndarray, class_maps: Mapping[int, np.ndarray],
-                    palette: Sequence[Color], thickness: int | None = None) -> np.ndarray:
-    """Copy of RGB ``image`` with the instances of per-class id maps (class id -> HxW ids, as in
-    the HW3 ``classK.tif`` files) outlined in the class colours. Classes are drawn one after the
-    other, so instances of different classes may overlap and both stay visible."""
-    out = np.array(image, dtype=np.uint8, copy=True)
-    t = thickness or contour_thickness(image.shape)
-    for k, ids in sorted(class_maps.items()):
-        out[instance_boundaries(ids, t)] = palette[k - 1]
-    return out
-
-
-def draw_legend(image: np.ndarray, labels: Sequence[str], colors: Sequence[Color]) -> np.ndarray:
-    """``image`` with a legend (a colour swatch and a label per row) in its top-left corner, on a
-    dark translucent box that reads on both bright (H&E) and dark (fluorescence) images.
-
-    The text scales with the image. An image too small to hold the legend in 60% of its width
-    and height gets none: it would hide the cells it explains.
-    """
-    h, w = image.shape[:2]
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    scale = min(max(min(h, w) / 900, 0.35), 1.0)
-    weight = max(1, round(scale * 1.5))
-    sizes = [cv2.getTextSize(t, font, scale, weight) for t in labels]
-    text_h = max(s[0][1] + s[1] for s in sizes)
-    pad = max(2, text_h // 3)
-    row = text_h + pad
-    box_w = 3 * pad + text_h + max(s[0][0] for s in sizes)
-    box_h = pad + row * len(labels)
-    out = np.array(image, dtype=np.uint8, copy=True)
-    if box_w > 0.6 * w or box_h > 0.6 * h:
-        return out
-    box = out[:box_h, :box_w]
-    box[:] = (box.astype(np.float32) * 0.3).astype(np.uint8)
-    for i, (label, color) in enumerate(zip(labels, colors)):
-        y = pad + i * row
-        cv2.rectangle(out, (pad, y), (pad + text_h - 1, y + text_h - 1),
-                      tuple(int(c) for c in color), thickness=-1)
-        baseline = sizes[i][1]
-        cv2.putText(out, label, (2 * pad + text_h, y + text_h - baseline), font, scale,
-                    (255, 255, 255), weight, cv2.LINE_AA)
-    return out
-
-
-def class_legend(class_names: Sequence[str], counts: Sequence[int] | None = None) -> list[str]:
-    """Legend labels: the class names, with the image's instance count of each when given."""
-    if counts is None:
-        return list(class_names)
-    return [f'{name} ({n})' for name, n in zip(class_names, counts)]
-
-
-def overlay_instances(image: np.ndarray, id_map: np.ndarray, class_map: np.ndarray,
-                      class_of_id: np.ndarray, class_names: Sequence[str],
-                      palette: Sequence[Color]) -> np.ndarray:
-    """Contours coloured by class plus a legend counting the instances of each class.
-    ``class_of_id[i - 1]`` is the 1-based class of instance ``i``."""
-    counts = np.bincount(np.asarray(class_of_id, np.int64), minlength=len(class_names) + 1)[1:]
-    drawn = draw_instances(image, id_map, class_map, palette)
-    return draw_legend(drawn, class_legend(class_names, counts[:len(class_names)]), palette)
-
-
-def hw3_gt_overlay(sample: TrainSample, class_names: Sequence[str],
-                   palette: Sequence[Color]) -> np.ndarray:
-    """The ground truth of one HW3 train folder drawn straight from its ``classK.tif`` files
-    (read and checked by ``cellseg.formats.hw3``, not through a converted COCO file), so a
-    conversion can be checked by eye against its source. The legend counts the instances of
-    each class. ``class_names`` are the data root's (``hw3.data_classes``), ``palette`` a colour
-    for each (a dataset's ``metainfo['palette']``)."""
-    image = read_image(sample.image_path)
-    maps = {k: read_instance_map(p, image.shape[:2]) for k, p in sample.class_paths.items()}
-    counts = [sum(1 for _ in iter_instances(maps[k])) if k in maps else 0
-              for k in range(1, len(class_names) + 1)]
-    drawn = draw_class_maps(image, maps, palette)
-    return draw_legend(drawn, class_legend(class_names, counts), palette)
-
+# ---- PNG files ---------------------------------------------------------------------------------
 
 def encode_png(image: np.ndarray) -> bytes:
     """PNG bytes of an RGB (or grey) uint8 image."""

@@ -5,42 +5,38 @@ import os.path as osp
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
 from mmdet.engine.hooks import DetVisualizationHook
 from mmdet.registry import HOOKS
 from mmdet.structures import DetDataSample
 from mmengine.runner import Runner
 from mmengine.utils import mkdir_or_exist
+from mmengine.visualization import Visualizer
 
 from cellseg.formats.hw3 import IMAGE_FILE
 from cellseg.formats.images import read_image
-from cellseg.structures.rle import rle_pixels
+from cellseg.visualization import CellLocalVisualizer
 
 
-def drawable_sample(sample: DetDataSample, score_thr: float) -> DetDataSample:
-    """``sample`` as mmdet's ``DetLocalVisualizer`` can draw it.
-
-    ``ChunkedMaskHead`` and ``TiledMaskRCNN`` predict masks as a list of COCO RLE dicts, which the
-    visualizer cannot draw (it calls ``masks.astype``). The predictions above ``score_thr`` (the
-    only ones the visualizer draws) are decoded to an (N, H, W) bool tensor, so full-size masks
-    exist only for the detections drawn. A new sample is returned: ``sample`` itself, which the
-    evaluator and other hooks may still hold, keeps its RLEs.
-    """
-    pred = sample.get('pred_instances')
-    if pred is None or 'masks' not in pred or not isinstance(pred.masks, list):
-        return sample
-    if 'scores' in pred:
-        pred = pred[pred.scores > score_thr]
-    rles = list(pred.masks)
-    h, w = (int(v) for v in rles[0]['size']) if rles else sample.ori_shape[:2]
-    masks = np.zeros((len(rles), h, w), bool)
-    masks[rle_pixels(rles)] = True
-    pred = pred.new()  # shallow copies: only ``masks`` is replaced
-    pred.masks = torch.from_numpy(masks)
-    drawn = sample.new()
-    drawn.pred_instances = pred
+def predictions_only(sample: DetDataSample) -> DetDataSample:
+    """A new sample holding ``sample``'s metainfo and predictions: what the hook draws (the
+    picture is mmdet's, the image on the left and the predictions on the right). ``sample``
+    itself, which the evaluator and other hooks may still hold, is left as it is."""
+    drawn = DetDataSample(metainfo=sample.metainfo)
+    if 'pred_instances' in sample:
+        drawn.pred_instances = sample.pred_instances
     return drawn
+
+
+def cell_visualizer(visualizer: Visualizer) -> CellLocalVisualizer:
+    """``visualizer`` if it can draw RLE masks, else a TypeError naming the config entry
+    (mmdet's ``DetLocalVisualizer`` would fail deep inside with ``'list' object has no attribute
+    'astype'``)."""
+    if not isinstance(visualizer, CellLocalVisualizer):
+        raise TypeError(f'CellVisualizationHook draws with a CellLocalVisualizer, the config\'s '
+                        f'visualizer is a {type(visualizer).__name__}: set '
+                        f"visualizer = dict(type='CellLocalVisualizer', ...) "
+                        f'(configs/_base_/default_runtime.py does)')
+    return visualizer
 
 
 def picture_name(img_path: str) -> str:
@@ -59,8 +55,9 @@ class CellVisualizationHook(DetVisualizationHook):
     - reads each image with ``cellseg.formats.images.read_image``, the reader of training, testing
       and prediction (the parent's ``mmcv.imfrombytes`` shows a 16-bit image as ``value / 256``,
       nearly black for a 12-bit camera, instead of normalised by its percentiles),
-    - draws predicted masks given as RLE lists (``ChunkedMaskHead``, ``TiledMaskRCNN``), on which
-      the parent's visualizer crashes (``drawable_sample``), and
+    - draws with ``CellLocalVisualizer`` (the config's ``visualizer``), which draws predicted
+      masks given as RLE lists (``ChunkedMaskHead``, ``TiledMaskRCNN``), on which mmdet's
+      visualizer crashes, as the contours predict's overlays show, and
     - names test pictures so that HW3's training images do not overwrite each other.
 
     Set with ``default_hooks = dict(visualization=dict(type='CellVisualizationHook'))``; mmdet's
@@ -78,10 +75,10 @@ class CellVisualizationHook(DetVisualizationHook):
         if total_curr_iter % self.interval != 0:  # the parent decodes first, then checks
             return
         img_path = outputs[0].img_path
-        self._visualizer.add_datasample(
+        cell_visualizer(self._visualizer).add_datasample(
             osp.basename(img_path) if self.show else 'val_img',
             read_image(img_path),
-            data_sample=drawable_sample(outputs[0], self.score_thr),
+            data_sample=predictions_only(outputs[0]),
             show=self.show,
             wait_time=self.wait_time,
             pred_score_thr=self.score_thr,
@@ -100,10 +97,10 @@ class CellVisualizationHook(DetVisualizationHook):
             self._test_index += 1
             img_path = data_sample.img_path
             out_file = None if out_dir is None else osp.join(out_dir, picture_name(img_path))
-            self._visualizer.add_datasample(
+            cell_visualizer(self._visualizer).add_datasample(
                 osp.basename(img_path) if self.show else 'test_img',
                 read_image(img_path),
-                data_sample=drawable_sample(data_sample, self.score_thr),
+                data_sample=predictions_only(data_sample),
                 show=self.show,
                 wait_time=self.wait_time,
                 pred_score_thr=self.score_thr,
