@@ -71,8 +71,8 @@ def test_cell_r50_is_the_recipe() -> None:
     assert cfg.test_evaluator[0].proposal_nums == (1, 10, 100)
     assert cfg.test_evaluator[1] == nuclei and nuclei.ann_file == coco.ann_file
     assert cfg.default_hooks.checkpoint.save_best == 'coco/segm_mAP_50'
-    assert cfg.custom_imports.imports == ['cellseg.datasets', 'cellseg.models',
-                                         'cellseg.evaluation', 'cellseg.engine']
+    assert cfg.custom_imports.imports == ['cellseg.visualization', 'cellseg.datasets',
+                                         'cellseg.models', 'cellseg.evaluation', 'cellseg.engine']
 
 
 def test_scratch_changes_only_the_weights_and_what_they_need() -> None:

@@ -100,7 +100,8 @@ def test_evaluation_writes_named_metrics(trained: Path, tiny_root: Path, tiny_an
     run_tool('test.py', TINY, trained / f'epoch_{EPOCHS}.pth', '--data-root', tiny_root,
              '--ann-dir', tiny_ann, '--work-dir', tmp_path, '--test-gt',
              tiny_root / 'test_gt.json', '--metrics-out', out, '--report', tmp_path / 'report',
-             '--cfg-options', 'test_evaluator.1.score_thr=0.3')
+             '--cfg-options', 'test_evaluator.1.score_thr=0.3',
+             'test_evaluator.0.proposal_nums=(1,10,100,1000)')  # AP at 1000 as well, asked
     # the report's nuclei metrics take the metric's threshold (they took 0.5 whatever it was)
     assert 'scoring at least 0.3' in (tmp_path / 'report' / 'per_class.md').read_text()
     metrics = json.loads(out.read_text())
