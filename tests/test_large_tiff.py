@@ -9,13 +9,12 @@ from __future__ import annotations
 import csv
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-from tool_runner import run_tool, start_tool
+from tool_runner import kill_when, run_tool, start_tool
 
 SCORE_THR = 0.2  # the one-epoch tiny model scores dozens of cells of this image above it
 TILING = {'model.type': 'TiledMaskRCNN', 'model.tile_cfg.size': 256,
@@ -102,12 +101,7 @@ def test_a_killed_tile_run_resumes_to_the_uninterrupted_outputs(
     out = tmp_path / 'out'
     log = tmp_path / 'first.log'
     proc = start_tool('tools/predict.py', *args(out), output=log, env={'OMP_NUM_THREADS': '1'})
-    deadline = time.monotonic() + 300
-    while len(list((out / STATE).glob('*.npz'))) < 8 and proc.poll() is None:
-        assert time.monotonic() < deadline, log.read_text()[-2000:]
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(60)
+    kill_when(proc, lambda: len(list((out / STATE).glob('*.npz'))) >= 8, log)
     tiles_done = len(list((out / STATE).glob('*.npz')))
     assert proc.returncode == -signal.SIGKILL and 8 <= tiles_done < 25, log.read_text()[-2000:]
     assert not (out / 'slide.geojson').exists()

@@ -8,14 +8,13 @@ import os
 import re
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 import torch
-from tool_runner import run_tool, start_tool
+from tool_runner import kill_when, run_tool, start_tool
 
 from cellseg.engine.checkpoint_loader import load_local_checkpoint
 
@@ -120,12 +119,7 @@ def test_a_killed_run_loses_nothing_and_its_rerun_does_only_the_rest(
     proc = start_tool('tools/predict.py', checkpoint, nine_images, '--out-dir', out,
                       '--score-thr', '0.05', '--device', 'cpu', output=log,
                       env={'OMP_NUM_THREADS': '1'})
-    deadline = time.monotonic() + 300
-    while len(list((out / ROWS).glob('*.csv'))) < 3 and proc.poll() is None:
-        assert time.monotonic() < deadline, log.read_text()[-2000:]
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(60)
+    kill_when(proc, lambda: len(list((out / ROWS).glob('*.csv'))) >= 3, log)
     finished = sorted((out / ROWS).glob('*.csv'))
     assert proc.returncode == -signal.SIGKILL and 3 <= len(finished) < 9, log.read_text()
     # every finished image's rows are in instances.csv already

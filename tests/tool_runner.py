@@ -16,10 +16,13 @@ import io
 import multiprocessing
 import os
 import runpy
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +121,18 @@ def start_tool(script: str | Path, *args: object, cwd: Path = REPO,
     """Start ``script`` (a path, or relative to the repository) with ``args``; ``env`` adds to
     the environment; ``output``: one file for stdout and stderr, read while it runs."""
     return ToolProcess(REPO / script, args, cwd, env, output)
+
+
+def kill_when(proc: ToolProcess, ready: Callable[[], bool], log: Path,
+              timeout: float = 300) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds (or when it has ended by itself), failing
+    with the end of its ``log`` if neither happens within ``timeout`` seconds; waits for it."""
+    deadline = time.monotonic() + timeout
+    while not ready() and proc.poll() is None:
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
 
 
 def run_tool(script: str | Path, *args: object, ok: bool = True, cwd: Path = REPO,
