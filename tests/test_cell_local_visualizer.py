@@ -17,7 +17,7 @@ from mmengine.structures import InstanceData
 from cellseg.apis.predict import write_image_outputs
 from cellseg.engine.hooks.cell_visualization_hook import CellVisualizationHook
 from cellseg.formats.images import read_image
-from cellseg.structures.mask_crops import crops_of_rles
+from cellseg.structures.crop_masks import CropMasks
 from cellseg.visualization import CellLocalVisualizer
 from cellseg.visualization.cell_local_visualizer import class_maps_instances
 
@@ -67,9 +67,10 @@ def test_hook_and_predict_draw_the_same_picture(tmp_path: Path) -> None:
         runner, 0, {}, [sample])
     hook_picture = cv2.imread(str(tmp_path / 't' / 'vis' / 'cells.png'))[:, W:, ::-1]
 
-    # predict's path: the detections as predict holds them (MaskCrops), into the overlay PNG
+    # predict's path: the detections as predict holds them (CropMasks), into the overlay PNG
     write_image_outputs(tmp_path / 'predict', 'cells', read_image(img_path),
-                        crops_of_rles(pred.masks), pred.labels.numpy(), pred.scores.numpy(),
+                        CropMasks.from_rles(pred.masks, H, W), pred.labels.numpy(),
+                        pred.scores.numpy(),
                         CLASSES, PALETTE)
     overlay = cv2.imread(str(tmp_path / 'predict' / 'cells_overlay.png'))[..., ::-1]
 

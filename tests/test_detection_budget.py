@@ -114,8 +114,8 @@ def _predicted(model: torch.nn.Module, paths: list[Path], thr: float) -> list[tu
 
     out = []
     for p in paths:
-        _, crops, labels, scores = predict_image(model, p, thr)
-        out.append((labels, scores, [(c.y0, c.x0, c.pixels.tobytes()) for c in crops]))
+        _, masks, labels, scores = predict_image(model, p, thr)
+        out.append((labels, scores, [(c.y0, c.x0, c.pixels.tobytes()) for c in masks.crops]))
     return out
 
 

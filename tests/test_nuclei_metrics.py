@@ -335,10 +335,11 @@ def test_a_batch_of_images_scores_as_its_images_one_by_one():
 
 # ---- label images from detections ----------------------------------------------------------
 
-def test_crops_of_rles_equal_the_masks():
-    """The run-based decoder of cellseg.structures.label_images against pycocotools' masks:
-    runs that go on past a column's end, full columns, empty masks, str/bytes/list counts."""
-    from cellseg.structures.label_images import crops_of_masks, crops_of_rles, paint_labels
+def test_crop_masks_from_rles_equal_the_masks():
+    """The run-based decoder of ``CropMasks.from_rles`` against pycocotools' masks: runs that
+    go on past a column's end, full columns, empty masks, str/bytes/list counts."""
+    from cellseg.structures.crop_masks import CropMasks
+    from cellseg.structures.label_images import paint_labels
 
     rng = np.random.default_rng(11)
     for _ in range(60):
@@ -352,7 +353,7 @@ def test_crops_of_rles_equal_the_masks():
         rles = [mask_utils.encode(np.asfortranarray(m.astype(np.uint8))) for m in masks]
         rles[0]['counts'] = rles[0]['counts'].decode('ascii')
         rles[2] = {'size': [h, w], 'counts': [0, h * w]}  # uncompressed, all foreground
-        for m, crop in zip(masks, crops_of_rles(rles)):
+        for m, crop in zip(masks, CropMasks.from_rles(rles).crops):
             full = np.zeros((h, w), bool)
             full[crop.y0:crop.y1, crop.x0:crop.x1] = crop.pixels
             assert np.array_equal(full, m)
@@ -360,11 +361,11 @@ def test_crops_of_rles_equal_the_masks():
             assert px.size == 0 or (px[0].any() and px[-1].any() and px[:, 0].any()
                                     and px[:, -1].any())
         scores = rng.random(len(masks))
-        from_rles = paint_labels(crops_of_rles(rles), scores, (h, w))
-        from_arrays = paint_labels(crops_of_masks(masks), scores, (h, w))
+        from_rles = paint_labels(CropMasks.from_rles(rles), scores)
+        from_arrays = paint_labels(CropMasks.from_masks(masks, h, w), scores)
         assert all(np.array_equal(a, b) for a, b in zip(from_rles, from_arrays))
     with pytest.raises(ValueError, match='mask 1 has shape'):
-        crops_of_masks([np.zeros((3, 4), bool), np.zeros((4, 3), bool)])
+        CropMasks.from_masks([np.zeros((3, 4), bool), np.zeros((4, 3), bool)], 3, 4)
 
 
 # ---- the folder command ---------------------------------------------------------------------

@@ -169,6 +169,27 @@ def test_rle_strings_are_parsed_in_one_place() -> None:
     assert where == ['cellseg.structures.rle']
 
 
+
+def test_one_instance_mask_type() -> None:
+    """cellseg defines one mask container (``CropMasks``, an mmdet ``BaseInstanceMasks``) and
+    nothing else holds masks as its own structure; and the arithmetic turning RLE counts into
+    foreground runs (the running sum restarted per string) is written once, in the codec."""
+    import importlib
+
+    from mmdet.structures.mask import BaseInstanceMasks
+
+    containers = set()
+    for m in MODULES:
+        for value in vars(importlib.import_module(m)).values():
+            if (isinstance(value, type) and issubclass(value, BaseInstanceMasks)
+                    and value.__module__.startswith('cellseg')):
+                containers.add(f'{value.__module__}.{value.__name__}')
+    assert containers == {'cellseg.structures.crop_masks.CropMasks'}
+    restart = re.compile(r'cumsum\(counts\) - counts')
+    assert [m for m, p in MODULES.items() if restart.search(p.read_text())] == [
+        'cellseg.structures.rle']
+
+
 CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
 
 

@@ -98,15 +98,13 @@ def test_label_image_is_the_masks_with_higher_scores_on_top(tiny_root: Path, che
     rows = read_csv(tmp_path / 'instances.csv')
     overlapped = 0
     for path, stem in zip(paths, output_stems(paths)):
-        image, crops, labels, scores = predict_image(model, path, 0.0)
+        image, masks, labels, scores = predict_image(model, path, 0.0)
         assert len(scores) > 0, 'score threshold 0 should leave detections'
         h, w = image.shape[:2]
         taken = np.zeros((h, w), bool)
         visible = []  # (mask pixels left, class, score), by decreasing score
         for j in np.argsort(-scores, kind='stable'):
-            mask = np.zeros((h, w), bool)
-            c = crops[j]
-            mask[c.y0:c.y1, c.x0:c.x1] = c.pixels
+            mask = masks.masks[j].astype(bool)
             left = mask & ~taken
             overlapped += int(mask.sum() - left.sum())
             taken |= mask
@@ -127,18 +125,19 @@ def test_label_image_is_the_masks_with_higher_scores_on_top(tiny_root: Path, che
 
 def test_paint_labels_ids_dtype_and_ties() -> None:
     from cellseg.apis.predict import instance_rows
+    from cellseg.structures.crop_masks import EMPTY_CROP, CropMasks, MaskCrop
     from cellseg.structures.label_images import class_map, paint_labels
-    from cellseg.structures.mask_crops import EMPTY_CROP, MaskCrop
 
     square = MaskCrop(np.ones((4, 4), bool), 2, 2)
     inner = MaskCrop(np.ones((2, 2), bool), 3, 3)
-    crops = [square, inner, EMPTY_CROP, MaskCrop(np.ones((1, 3), bool), 0, 0)]
-    ids, index = paint_labels(crops, np.array([0.9, 0.5, 0.99, 0.5]), (8, 8))
+    crops = CropMasks.from_crops([square, inner, EMPTY_CROP,
+                                  MaskCrop(np.ones((1, 3), bool), 0, 0)], 8, 8)
+    ids, index = paint_labels(crops, np.array([0.9, 0.5, 0.99, 0.5]))
     # the empty mask and the inner square (under a higher score) have no pixel left; of the
     # equal scores the earlier detection ranks first
     assert index.tolist() == [0, 3] and ids.dtype == np.uint16
     assert (ids == 1).sum() == 16 and (ids == 2).sum() == 3 and ids.max() == 2
-    ids, index = paint_labels(crops, np.array([0.1, 0.5, 0.99, 0.5]), (8, 8))
+    ids, index = paint_labels(crops, np.array([0.1, 0.5, 0.99, 0.5]))
     assert index.tolist() == [1, 3, 0] and (ids == 3).sum() == 12  # the ring left of the square
     classes = class_map(ids, np.array([2, 4, 1]))
     assert classes.dtype == np.uint8 and set(np.unique(classes)) == {0, 1, 2, 4}
@@ -152,7 +151,7 @@ def test_paint_labels_ids_dtype_and_ties() -> None:
     n = 70_000
     pixels = np.ones((1, 1), bool)
     many = [MaskCrop(pixels, i // 300, i % 300) for i in range(n)]
-    ids, index = paint_labels(many, np.linspace(1, 0, n), (300, 300))
+    ids, index = paint_labels(CropMasks.from_crops(many, 300, 300), np.linspace(1, 0, n))
     assert ids.dtype == np.uint32 and ids.max() == n and index.tolist() == list(range(n))
 
 
@@ -161,7 +160,7 @@ def test_tiled_model_masks_as_rles_are_read_too(tiny_root: Path, checkpoint: Pat
     predict_image turns both into the same crops, which paint a label image."""
     import pycocotools.mask as mask_utils
 
-    import cellseg.structures.mask_crops  # noqa: F401  registers TiledMaskRCNN
+    import cellseg.models  # noqa: F401  registers TiledMaskRCNN
     from cellseg.apis.predict import load_model, predict_image
     from cellseg.structures.label_images import paint_labels
 
@@ -170,18 +169,18 @@ def test_tiled_model_masks_as_rles_are_read_too(tiny_root: Path, checkpoint: Pat
                        cfg_options={'model.type': 'TiledMaskRCNN', 'model.tile_cfg': tile,
                                     'model.test_cfg.rcnn.max_per_img': 20})
     path = max(input_images(tiny_root), key=lambda p: read_image(p).size)
-    image, crops, labels, scores = predict_image(model, path, 0.0)
-    assert max(image.shape[:2]) > tile['size'] and len(crops) > 0
+    image, masks, labels, scores = predict_image(model, path, 0.0)
+    assert max(image.shape[:2]) > tile['size'] and len(masks) > 0
     from mmdet.apis import inference_detector
 
-    masks = inference_detector(model, image[..., ::-1].copy()).pred_instances.masks
-    assert isinstance(masks, list) and isinstance(masks[0], dict)  # the RLE path is exercised
-    for crop, rle in zip(crops, masks):
+    rles = inference_detector(model, image[..., ::-1].copy()).pred_instances.masks
+    assert isinstance(rles, list) and isinstance(rles[0], dict)  # the RLE path is exercised
+    for crop, rle in zip(masks.crops, rles):
         full = mask_utils.decode(rle).astype(bool)
         assert crop.pixels.sum() == full.sum()
         if crop.pixels.size:
             assert full[crop.y0:crop.y1, crop.x0:crop.x1][crop.pixels].all()
-    ids, index = paint_labels(crops, scores, image.shape[:2])
+    ids, index = paint_labels(masks, scores)
     assert ids.max() == len(index) > 0
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 
-from cellseg.structures.label_images import crops_of_masks, paint_labels
+from cellseg.structures.crop_masks import CropMasks
+from cellseg.structures.label_images import paint_labels
 from cellseg.structures.sparse_labels import label_images, paint_masks, rle_images
 
 
@@ -85,7 +86,7 @@ def test_painting_equals_plain_painting(seed: int, same_height: bool) -> None:
         got_index = labels.source[labels.inst_start[k]:labels.inst_start[k + 1]] - first_mask[k]
         assert np.array_equal(got_index, index)
         # the same painter fed with one image's mask crops, as tools/predict.py paints
-        ids, crop_index = paint_labels(crops_of_masks(masks[k], shape), scores[k], shape)
+        ids, crop_index = paint_labels(CropMasks.from_masks(masks[k], *shape), scores[k])
         assert np.array_equal(ids, want) and np.array_equal(crop_index, index)
         tangled += int(sum(m.sum() for m in masks[k]) > (want > 0).sum())
     assert tangled >= 2  # overlapping masks were resolved in several images

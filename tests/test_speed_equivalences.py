@@ -7,7 +7,7 @@ The baselines are ``benchmarks/references.py``'s, the ones the benchmark times:
 - one-pass label-map encoding (``encode_instances``) == one full-image pycocotools encode per
   instance (``encode_instance_map_per_mask``);
 - RLE parsing to pixels == pycocotools' ``decode``;
-- ``SparseBitmapMasks`` / ``LoadCellAnnotations`` == ``BitmapMasks`` / ``LoadAnnotations``.
+- ``CropMasks`` / ``LoadCellAnnotations`` == ``BitmapMasks`` / ``LoadAnnotations``.
 """
 from __future__ import annotations
 
@@ -26,12 +26,11 @@ from mmengine.config import ConfigDict
 
 from cellseg.models.roi_heads.mask_heads.chunked_mask_head import ChunkedMaskHead
 from cellseg.models.roi_heads.mask_heads.mask_paste import paste_masks_to_rles
+from cellseg.structures.crop_masks import CropMasks
 from cellseg.structures.rle import (
     encode_instances,
     encode_windows,
-    rle_pixels,
 )
-from cellseg.structures.sparse_masks import SparseBitmapMasks
 from cellseg.testing.demo_data import render_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,7 +179,7 @@ def test_label_map_encoding_equals_the_per_mask_reference() -> None:
     assert found == sorted(set(np.unique(ids).tolist()) - {0})
 
 
-def test_rle_pixels_equal_pycocotools_decode() -> None:
+def test_crop_masks_from_rles_equal_pycocotools_decode() -> None:
     rng = np.random.default_rng(4)
     masks = (rng.random((37, 41, 6)) < 0.5).astype(np.uint8)
     masks[..., 0] = 0
@@ -192,22 +191,18 @@ def test_rle_pixels_equal_pycocotools_decode() -> None:
     rles = mask_utils.encode(np.asfortranarray(masks))
     for rle in rles[::2]:  # both forms of counts
         rle['counts'] = rle['counts'].decode('ascii')
-    inst, ys, xs = rle_pixels(rles)
-    got = np.zeros((6, 37, 41), np.uint8)
-    got[inst, ys, xs] = 1
-    assert np.array_equal(got, masks.transpose(2, 0, 1))
+    got = CropMasks.from_rles(rles)
+    assert np.array_equal(got.masks, masks.transpose(2, 0, 1))
     with pytest.raises(ValueError):
-        rle_pixels([dict(size=[37, 41], counts='0a')])  # ends inside a count
+        CropMasks.from_rles([dict(size=[37, 41], counts='0a')])  # ends inside a count
 
 
-def _sparse_and_dense(seed: int = 6) -> tuple[SparseBitmapMasks, BitmapMasks]:
+def _crops_and_dense(seed: int = 6) -> tuple[CropMasks, BitmapMasks]:
     _, ids, _ = render_image(np.random.default_rng(seed), 60, 70, 25)
     rles = [inst['segmentation'] for inst in encode_instances(ids)]
     rles.append(mask_utils.encode(np.zeros((60, 70), np.uint8, order='F')))  # an empty mask
-    inst, ys, xs = rle_pixels(rles)
     dense = mask_utils.decode(rles).transpose(2, 0, 1)
-    return (SparseBitmapMasks.from_pixels(inst, ys, xs, len(rles), 60, 70),
-            BitmapMasks(dense, 60, 70))
+    return CropMasks.from_rles(rles, 60, 70), BitmapMasks(dense, 60, 70)
 
 
 @pytest.mark.parametrize('op', [
@@ -226,17 +221,43 @@ def _sparse_and_dense(seed: int = 6) -> tuple[SparseBitmapMasks, BitmapMasks]:
     lambda m: m.rescale(0.5),
     lambda m: pickle.loads(pickle.dumps(m)),
 ])
-def test_sparse_masks_equal_bitmap_masks(op) -> None:
-    sparse, dense = _sparse_and_dense()
-    got, want = op(sparse), op(dense)
+def test_crop_masks_equal_bitmap_masks(op) -> None:
+    crops, dense = _crops_and_dense()
+    got, want = op(crops), op(dense)
     assert len(got) == len(want)
     assert (got.height, got.width) == (want.height, want.width)
     assert np.array_equal(got.areas, want.areas)
     assert np.array_equal(got.get_bboxes('hbox').tensor.numpy(),
                           want.get_bboxes('hbox').tensor.numpy())
     assert np.array_equal(got.masks, want.masks)
-    # built as an array, it still pickles as its pixels
+    # built as an array, it still pickles as its crops
     assert pickle.loads(pickle.dumps(got)).masks.tobytes() == want.masks.tobytes()
+
+
+def test_crop_masks_codecs_and_turns_equal_their_array_forms() -> None:
+    """Every way into and out of ``CropMasks`` gives the pixels of the full-size arrays:
+    RLEs (pycocotools' bytes), bool tensors, arrays, quarter turns (``np.rot90``), placing into
+    a larger frame, and concatenation."""
+    crops, dense = _crops_and_dense()
+    arrays = dense.masks.astype(bool)
+    want_rles = mask_utils.encode(np.asfortranarray(arrays.transpose(1, 2, 0).astype(np.uint8)))
+    assert [r['counts'] for r in crops.to_rles()] == [r['counts'] for r in want_rles]
+    assert torch.equal(crops.to_bool_tensor(), torch.from_numpy(arrays))
+    from_tensor = CropMasks.from_masks(torch.from_numpy(arrays), 60, 70)
+    from_arrays = CropMasks.from_masks(list(arrays), 60, 70)
+    for other in (from_tensor, from_arrays):
+        assert np.array_equal(other.masks, dense.masks)
+    for k in range(4):
+        turned = crops.turned(k)
+        assert np.array_equal(turned.masks, np.rot90(dense.masks, k, axes=(1, 2)))
+        assert np.array_equal(turned.turned(-k).masks, dense.masks)
+    placed = crops.placed(5, 7, 80, 90)
+    assert np.array_equal(placed.masks[:, 5:65, 7:77], dense.masks)
+    assert placed.masks.sum() == dense.masks.sum()
+    both = CropMasks.cat([crops, crops[np.array([2, 0])]])
+    assert np.array_equal(both.masks, np.concatenate([dense.masks, dense.masks[[2, 0]]]))
+    with pytest.raises(ValueError, match='expected'):
+        CropMasks.from_masks(list(arrays), 61, 70)
 
 
 def test_load_cell_annotations_equals_load_annotations(tiny_root, tiny_ann) -> None:
@@ -268,7 +289,7 @@ def test_load_cell_annotations_equals_load_annotations(tiny_root, tiny_ann) -> N
             np.random.seed(i)
             got = pickle.loads(pickle.dumps(cell[i]))  # as a loader worker sends it
             w, g = want['data_samples'].gt_instances, got['data_samples'].gt_instances
-            assert isinstance(g.masks, SparseBitmapMasks)
+            assert isinstance(g.masks, CropMasks)
             assert torch.equal(want['inputs'], got['inputs'])
             assert torch.equal(w.labels, g.labels)
             assert torch.equal(w.bboxes.tensor, g.bboxes.tensor)

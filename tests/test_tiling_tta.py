@@ -42,19 +42,8 @@ from cellseg.models.detectors.tiled_mask_rcnn import (
     tile_grid,
 )
 from cellseg.models.test_time_augs.mask_tta_model import MaskTTAModel, merge_views, to_original
-from cellseg.structures.mask_crops import (
-    Detections,
-    MaskCrop,
-    crops_from_masks,
-    crops_to_tensor,
-    flip_crop,
-    intersection,
-    rescale_detections,
-    rotate_boxes,
-    rotate_crop,
-    rotated_shape,
-    trim,
-)
+from cellseg.structures.crop_masks import CropMasks, MaskCrop, rotated_shape, trim
+from cellseg.structures.detections import Detections, rotate_boxes
 from cellseg.testing.demo_data import render_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +99,7 @@ def tiny_model(max_per_img: int = 100, **changes) -> torch.nn.Module:
 
 
 def iou(a: MaskCrop, b: MaskCrop) -> float:
-    inter = intersection(a, b)
+    inter = a.overlap(b)
     return inter / (a.pixels.sum() + b.pixels.sum() - inter)
 
 
@@ -120,7 +109,7 @@ def assert_same_cells(got: Detections, want: Detections, min_iou: float) -> None
     used = set()
     for i in range(len(want)):
         hits = [j for j in range(len(got)) if got.labels[j] == want.labels[i]
-                and iou(got.crops[j], want.crops[i]) >= min_iou]
+                and iou(got.masks.crops[j], want.masks.crops[i]) >= min_iou]
         assert len(hits) == 1, (i, hits)
         assert hits[0] not in used
         used.add(hits[0])
@@ -145,7 +134,7 @@ def test_tiled_prediction_equals_untiled(monkeypatch: pytest.MonkeyPatch) -> Non
     tiles = tile_grid(height, width, tile, 64)
     assert len(tiles) == 12
     crossing = sum(any(c.y0 < y1 <= c.y1 - 1 or c.x0 < x1 <= c.x1 - 1 for _, _, y1, x1 in tiles)
-                   for c in want.crops)
+                   for c in want.masks.crops)
     assert crossing >= 20, crossing
     assert len(want) >= 80
     assert_same_cells(got, want, min_iou=0.9)
@@ -214,14 +203,17 @@ def test_tiled_mask_rcnn_runs_the_real_model() -> None:
     assert (pred.scores[:-1] >= pred.scores[1:]).all()
 
 
-def dets(*items: tuple[tuple[int, int, int, int], float, int]) -> Detections:
-    """Detections of filled rectangles ``(y0, x0, y1, x1), score, label``."""
+def dets(*items: tuple[tuple[int, int, int, int], float, int], shape: tuple[int, int] = (100, 160)
+         ) -> Detections:
+    """Detections of filled rectangles ``(y0, x0, y1, x1), score, label`` in an image of
+    ``shape``."""
     crops = [MaskCrop(np.ones((y1 - y0, x1 - x0), bool), y0, x0) for (y0, x0, y1, x1), _, _
              in items]
     boxes = [(x0, y0, x1, y1) for (y0, x0, y1, x1), _, _ in items]
     return Detections(np.array(boxes, np.float32).reshape(-1, 4),
                       np.array([s for _, s, _ in items], np.float32),
-                      np.array([lab for _, _, lab in items], np.int64), crops)
+                      np.array([lab for _, _, lab in items], np.int64),
+                      CropMasks.from_crops(crops, *shape))
 
 
 def test_merge_keeps_a_cut_cell_when_no_tile_holds_it_whole() -> None:
@@ -241,8 +233,9 @@ def test_merge_keeps_a_cut_cell_when_no_tile_holds_it_whole() -> None:
 
 
 def test_rescale_maps_crops_to_the_original_image() -> None:
-    d = rescale_detections(dets(((4, 8, 12, 16), 0.5, 0)), (2.0, 2.0), 50, 50)
-    assert (d.crops[0].y0, d.crops[0].x0, d.crops[0].y1, d.crops[0].x1) == (2, 4, 6, 8)
+    d = dets(((4, 8, 12, 16), 0.5, 0), shape=(100, 100)).rescaled((2.0, 2.0), 50, 50)
+    c = d.masks.crops[0]
+    assert (c.y0, c.x0, c.y1, c.x1) == (2, 4, 6, 8) and d.shape == (50, 50)
     assert d.bboxes.tolist() == [[4, 2, 8, 6]]
 
 
@@ -271,7 +264,7 @@ def test_mask_tta_merges_rle_views_back_into_the_image() -> None:
         d = Detections.from_instances(pred)
         s = sample_of(120, 150, x)
         s.set_metainfo(dict(flip=flip, flip_direction='horizontal' if flip else None))
-        s.pred_instances = d.to_instances(120, 150, 'rle')  # as TiledMaskRCNN gives them
+        s.pred_instances = d.to_instances('rle')  # as TiledMaskRCNN gives them
         samples.append(s)
     tta = MaskTTAModel(module=NoModel(), tta_cfg=dict(score='max'))
     (out,) = tta.merge_preds([samples])
@@ -300,8 +293,8 @@ def test_mask_tta_returns_masks_and_flipping_the_input_flips_them(tmp_path: Path
     a, b = outs
     # masks come as the model's mask head gives them: COCO RLEs from the configs' ChunkedMaskHead
     assert isinstance(a.masks, list) and all(m['size'] == [96, 128] for m in a.masks)
-    masks_a = crops_to_tensor(crops_from_masks(a.masks), 96, 128)
-    masks_b = crops_to_tensor(crops_from_masks(b.masks), 96, 128)
+    masks_a = CropMasks.from_rles(a.masks, 96, 128).to_bool_tensor()
+    masks_b = CropMasks.from_rles(b.masks, 96, 128).to_bool_tensor()
     assert len(a) > 0 and masks_a.flatten(1).any(dim=1).sum() > 0
 
     def key(pred: InstanceData, masks: torch.Tensor, flip: bool) -> list:
@@ -345,10 +338,10 @@ def test_every_view_of_a_crop_and_its_inverse_is_the_identity() -> None:
         view = numpy_view(image, k, direction)
         vh, vw = view.shape
         assert (vh, vw) == rotated_shape(height, width, k)
-        got = rotate_crop(crop, height, width, k)
+        got = crop.turned(height, width, k)
         vbox = rotate_boxes(box, height, width, k)
         if direction:
-            got = flip_crop(got, vh, vw, direction)
+            got = got.flipped(vh, vw, direction)
             vbox = bbox_flip(torch.from_numpy(vbox), (vh, vw), direction).numpy()
         # the helpers move the crop and its box as the image moves
         assert crop_key(got) == crop_key(trim(view)), (k, direction)
@@ -356,19 +349,19 @@ def test_every_view_of_a_crop_and_its_inverse_is_the_identity() -> None:
         # and back: unflip in the view, then turn back
         back, back_box = got, vbox
         if direction:
-            back = flip_crop(back, vh, vw, direction)
+            back = back.flipped(vh, vw, direction)
             back_box = bbox_flip(torch.from_numpy(back_box), (vh, vw), direction).numpy()
-        back = rotate_crop(back, vh, vw, -k)
+        back = back.turned(vh, vw, -k)
         back_box = rotate_boxes(back_box, vh, vw, -k)
         assert crop_key(back) == crop_key(crop), (k, direction)
         assert back_box.tolist() == box.tolist(), (k, direction)
         views.add((view.shape, view.tobytes()))
     assert len(views) == 8  # eight different views
     for k in (2, 3, -1):  # the other turns, as np.rot90 counts them
-        turned = rotate_crop(crop, height, width, k)
+        turned = crop.turned(height, width, k)
         assert crop_key(turned) == crop_key(trim(np.rot90(image, k)))
         assert rotate_boxes(box, height, width, k).tolist() == box_of(turned)
-        back = rotate_crop(turned, *rotated_shape(height, width, k), -k)
+        back = turned.turned(*rotated_shape(height, width, k), -k)
         assert crop_key(back) == crop_key(crop)
 
 
@@ -392,10 +385,11 @@ def test_each_view_of_the_8_view_pipeline_moves_a_marked_region_with_the_image(
         region = trim(img.numpy().any(axis=0))  # the region as the model sees it
         assert tuple(sample.img_shape) == tuple(sample.ori_shape) == img.shape[1:]
         dets = Detections(np.array(box_of(region), np.float32), np.ones(1, np.float32),
-                          np.zeros(1, np.int64), [region])
+                          np.zeros(1, np.int64),
+                          CropMasks.from_crops([region], *img.shape[1:]))
         back, shape = to_original(dets, sample)
         assert shape == (height, width)
-        assert crop_key(back.crops[0]) == crop_key(marked), sample.metainfo
+        assert crop_key(back.masks.crops[0]) == crop_key(marked), sample.metainfo
         assert back.bboxes.tolist() == box_of(marked), sample.metainfo
         views.add(crop_key(region))
         turns.append(sample.rot90)
@@ -448,7 +442,7 @@ def test_8_view_tta_turning_or_transposing_the_input_turns_the_merged_output(
 
     def rows(pred: InstanceData, move) -> list:
         """(label, mask bytes, score, box) per instance, the mask moved by ``move``."""
-        masks = move(crops_to_tensor(crops_from_masks(pred.masks), *pred.masks[0]['size']))
+        masks = move(CropMasks.from_rles(pred.masks).to_bool_tensor())
         return sorted((int(lab), m.numpy().tobytes(), float(s), b.tolist())
                       for lab, s, m, b in zip(pred.labels, pred.scores, masks, pred.bboxes))
 
@@ -472,7 +466,7 @@ def test_merge_views_votes_pixels_and_averages_scores() -> None:
     two = dets(((0, 0, 10, 12), 0.6, 0), ((30, 30, 40, 40), 0.9, 1))
     merged = merge_views([one, two], match_iou=0.5, vote_thr=1.0, score='mean')
     assert merged.scores.tolist() == pytest.approx([0.7, 0.45])
-    assert merged.crops[0].pixels.shape == (10, 10)  # pixels both views hold
+    assert merged.masks.crops[0].pixels.shape == (10, 10)  # pixels both views hold
     assert merge_views([one, two], score='max').scores.tolist() == pytest.approx([0.9, 0.8])
 
 
@@ -566,8 +560,9 @@ def test_anchor_iou_is_the_best_of_mmdet_s_whole_anchor_grid() -> None:
 def test_crops_read_masks_in_either_form() -> None:
     m = torch.zeros((2, 20, 30), dtype=torch.bool)
     m[0, 3:7, 10:25] = True
-    crops = crops_from_masks(m)
+    masks = CropMasks.from_masks(m, 20, 30)
     rles = Detections(np.zeros((2, 4), np.float32), np.zeros(2, np.float32),
-                      np.zeros(2, np.int64), crops).to_instances(20, 30).masks
-    again = crops_from_masks(rles)
-    assert [(c.y0, c.x0, c.pixels.shape) for c in again] == [(3, 10, (4, 15)), (0, 0, (0, 0))]
+                      np.zeros(2, np.int64), masks).to_instances().masks
+    again = CropMasks.from_masks(rles, 20, 30)
+    assert [(c.y0, c.x0, c.pixels.shape) for c in again.crops] == [(3, 10, (4, 15)),
+                                                                   (0, 0, (0, 0))]

@@ -86,8 +86,8 @@ def run_trained(args: argparse.Namespace, work: Path) -> None:
     def predict(model: Any, path: str, name: str, dtype: torch.dtype | None) -> tuple[float, int]:
         model.autocast_dtype = dtype
         start = time.perf_counter()
-        image, crops, labels, scores = predict_image(model, path, 0.5)
-        rows = write_image_outputs(out, name, image, crops, labels, scores, names, palette).rows
+        image, masks, labels, scores = predict_image(model, path, 0.5)
+        rows = write_image_outputs(out, name, image, masks, labels, scores, names, palette).rows
         return time.perf_counter() - start, len(rows)
 
     def evaluate(model: Any, path: str, dtype: torch.dtype | None) -> tuple[float, int]:

@@ -61,6 +61,7 @@ from cellseg.formats.hw3 import HW3FormatError
 from cellseg.formats.image_regions import SLIDE_SUFFIXES
 from cellseg.formats.images import PERCENTILES, TIFF_SUFFIXES, read_image, tiff_shape
 from cellseg.formats.qupath_geojson import geojson_bytes, instances_to_geojson
+from cellseg.structures.crop_masks import CropMasks
 from cellseg.structures.label_images import class_map, paint_labels
 from cellseg.utils.fileio import atomic_write_bytes
 from cellseg.utils.spreadsheet import SafeDictWriter, spreadsheet_safe
@@ -248,18 +249,16 @@ def reading_percentiles(model: torch.nn.Module) -> tuple[float, float]:
 
 
 def predict_image(model: torch.nn.Module, path: str | os.PathLike, score_thr: float = 0.0
-                  ) -> tuple[np.ndarray, list, np.ndarray, np.ndarray]:
+                  ) -> tuple[np.ndarray, CropMasks, np.ndarray, np.ndarray]:
     """Predict one image file.
 
     Returns ``(image_rgb, masks, labels, scores)`` for the detections scoring at least
-    ``score_thr``: the HxWx3 uint8 image, each mask as a ``MaskCrop`` (the pixels of its
+    ``score_thr``: the HxWx3 uint8 image, the masks as ``CropMasks`` (each the pixels of its
     bounding rectangle and the rectangle's position, so no full-size array per instance), the
     0-based class indices and the scores. This is the one function a different inference
     (tiling, test-time augmentation) replaces.
     """
     from mmdet.apis import inference_detector
-
-    from cellseg.structures.mask_crops import crop_from_rle, crops_from_tensor
 
     image = read_image(path, percentiles=reading_percentiles(model))
     dtype = getattr(model, 'autocast_dtype', None)
@@ -270,13 +269,11 @@ def predict_image(model: torch.nn.Module, path: str | os.PathLike, score_thr: fl
     inst = result.pred_instances
     scores = inst.scores.detach().cpu().numpy().astype(np.float32)
     keep = np.flatnonzero(scores >= score_thr)
-    masks = inst.masks
-    if isinstance(masks, torch.Tensor):  # whole-image MaskRCNN: (N, H, W) bool
-        crops = crops_from_tensor(masks[torch.from_numpy(keep).to(masks.device)])
-    else:  # TiledMaskRCNN on a large image: COCO RLEs
-        crops = [crop_from_rle(masks[i]) for i in keep]
+    masks = inst.masks  # (N, H, W) bool from MaskRCNN, COCO RLEs from the chunked mask head
+    kept = (masks[torch.from_numpy(keep).to(masks.device)] if isinstance(masks, torch.Tensor)
+            else [masks[i] for i in keep])
     labels = inst.labels.detach().cpu().numpy().astype(np.int64)[keep]
-    return image, crops, labels, scores[keep]
+    return image, CropMasks.from_masks(kept, *image.shape[:2]), labels, scores[keep]
 
 
 # ---- label images -------------------------------------------------------------------------------
@@ -334,13 +331,13 @@ class ImageOutputs:
     rows: list[dict] = field(default_factory=list)
 
 
-def write_image_outputs(out_dir: str | Path, name: str, image: np.ndarray, crops: Sequence,
+def write_image_outputs(out_dir: str | Path, name: str, image: np.ndarray, masks: CropMasks,
                         labels: np.ndarray, scores: np.ndarray, class_names: Sequence[str],
                         palette: Sequence[tuple[int, int, int]]) -> ImageOutputs:
     """Label TIFF, class TIFF and overlay PNG of one image's detections (0-based ``labels``), and
     its CSV rows (returned, not written)."""
     out_dir = Path(out_dir)
-    ids, index = paint_labels(crops, scores, image.shape[:2])
+    ids, index = paint_labels(masks, scores)
     class_of_id = np.asarray(labels, np.int64)[index] + 1
     classes = class_map(ids, class_of_id)
     outputs = ImageOutputs(
@@ -408,8 +405,8 @@ def predict_files(model: torch.nn.Module, paths: Sequence[Path], out_dir: str | 
                     model, path, out_dir, name, score_thr, csv_path, class_names, palette,
                     reading_percentiles(model), instance_rows, csv_bytes, progress)
             else:
-                image, crops, labels, scores = predict_image(model, path, score_thr)
-                data = csv_bytes(write_image_outputs(out_dir, name, image, crops, labels, scores,
+                image, masks, labels, scores = predict_image(model, path, score_thr)
+                data = csv_bytes(write_image_outputs(out_dir, name, image, masks, labels, scores,
                                                      class_names, palette).rows, header=False)
                 append_durably(csv_path, data)
         except Exception as e:  # one bad image must not stop the others; reported below

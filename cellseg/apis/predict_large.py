@@ -77,12 +77,13 @@ from cellseg.formats.images import TIFF_SUFFIXES, tiff_shape
 from cellseg.formats.qupath_geojson import instances_to_geojson
 from cellseg.models.detectors.tiled_mask_rcnn import (
     TileConfig,
-    merge_tile_detections,
+    merged_tile_index,
     tile_grid,
     tile_starts,
 )
+from cellseg.structures.crop_masks import CropMasks, MaskCrop
+from cellseg.structures.detections import Detections
 from cellseg.structures.label_images import paint_labels
-from cellseg.structures.mask_crops import Detections, MaskCrop, areas, intersection
 from cellseg.utils.fileio import atomic_write_bytes
 
 # Above this many pixels an image is read tile by tile from disk. The in-memory path holds the
@@ -125,7 +126,8 @@ def tile_config(model: torch.nn.Module) -> TileConfig:
 
 # ---- detections on disk -------------------------------------------------------------------------
 
-def _pack_crops(crops: Sequence[MaskCrop]) -> dict[str, np.ndarray]:
+def _pack_crops(masks: CropMasks) -> dict[str, np.ndarray]:
+    crops = masks.crops
     shapes = np.array([c.pixels.shape for c in crops], np.int64).reshape(-1, 2)
     bits = [np.ascontiguousarray(c.pixels).ravel() for c in crops if c.pixels.size]
     return dict(crop_y0=np.array([c.y0 for c in crops], np.int64),
@@ -133,15 +135,16 @@ def _pack_crops(crops: Sequence[MaskCrop]) -> dict[str, np.ndarray]:
                 crop_bits=np.packbits(np.concatenate(bits)) if bits else np.zeros(0, np.uint8))
 
 
-def _unpack_crops(data) -> list[MaskCrop]:
+def _unpack_crops(data, height: int, width: int) -> CropMasks:
     shapes = data['crop_shape']
     sizes = shapes[:, 0] * shapes[:, 1]
     flat = np.unpackbits(data['crop_bits'], count=int(sizes.sum())).view(bool)
     ends = np.cumsum(sizes)
-    # every empty mask its own object: merged detections are told apart by their crops
-    return [MaskCrop(flat[e - n:e].reshape(h, w), int(y0), int(x0)) if n else
-            MaskCrop(np.zeros((0, 0), bool), 0, 0)
-            for y0, x0, (h, w), n, e in zip(data['crop_y0'], data['crop_x0'], shapes, sizes, ends)]
+    return CropMasks.from_crops(
+        [MaskCrop(flat[e - n:e].reshape(h, w), int(y0), int(x0)) if n else
+         MaskCrop(np.zeros((0, 0), bool), 0, 0)
+         for y0, x0, (h, w), n, e in zip(data['crop_y0'], data['crop_x0'], shapes, sizes, ends)],
+        height, width)
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -152,13 +155,13 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
 
 def _save_detections(path: Path, dets: Detections) -> None:
     atomic_write_bytes(path, _npz_bytes(bboxes=dets.bboxes, scores=dets.scores,
-                                        labels=dets.labels, **_pack_crops(dets.crops)))
+                                        labels=dets.labels, **_pack_crops(dets.masks)))
 
 
-def _load_detections(path: Path) -> Detections:
+def _load_detections(path: Path, height: int, width: int) -> Detections:
     with np.load(path) as data:
         return Detections(data['bboxes'].astype(np.float32), data['scores'].astype(np.float32),
-                          data['labels'].astype(np.int64), _unpack_crops(data))
+                          data['labels'].astype(np.int64), _unpack_crops(data, height, width))
 
 
 @contextmanager
@@ -206,8 +209,9 @@ def _predict_batch(model: torch.nn.Module, regions, batch: Sequence[tuple[int, i
                       f'{cap} detections, the most test_cfg.rcnn.max_per_img allows: cells '
                       'there may be missing (raise model.test_cfg.rcnn.max_per_img)',
                       logger='current', level=logging.WARNING)
-    return [Detections.from_instances(r.pred_instances, y0, x0)
-            for (y0, x0, _, _), r in zip(batch, results)]
+    return [Detections.from_instances(r.pred_instances, (y1 - y0, x1 - x0), (y0, x0),
+                                      (regions.height, regions.width))
+            for (y0, x0, y1, x1), r in zip(batch, results)]
 
 
 # ---- merging and finishing cells as the rows of tiles end ---------------------------------------
@@ -229,15 +233,11 @@ def _overlap_pairs(a: np.ndarray, b: np.ndarray, chunk: int = 2048
     return np.concatenate(out_i), np.concatenate(out_j)
 
 
-def _crop_extents(crops: Sequence[MaskCrop]) -> np.ndarray:
-    return np.array([(c.y0, c.x0, c.y1, c.x1) for c in crops], np.int64).reshape(-1, 4)
-
-
 class _Cells:
     """Kept cells waiting to be finished or still needed by a neighbour being finished."""
 
-    def __init__(self) -> None:
-        self.crops: list[MaskCrop] = []
+    def __init__(self, height: int, width: int) -> None:
+        self.masks = CropMasks.from_crops([], height, width)
         self.scores = np.zeros(0, np.float32)
         self.labels = np.zeros(0, np.int64)
         self.seq = np.zeros(0, np.int64)  # order of decision: breaks ties of equal scores
@@ -245,7 +245,7 @@ class _Cells:
         self.finished = np.zeros(0, bool)
 
     def add(self, dets: Detections, seq: np.ndarray) -> None:
-        self.crops += dets.crops
+        self.masks = CropMasks.cat([self.masks, dets.masks])
         self.scores = np.concatenate([self.scores, dets.scores])
         self.labels = np.concatenate([self.labels, dets.labels])
         self.seq = np.concatenate([self.seq, seq])
@@ -253,7 +253,7 @@ class _Cells:
         self.finished = np.concatenate([self.finished, np.zeros(len(dets), bool)])
 
     def keep(self, mask: np.ndarray) -> None:
-        self.crops = [c for c, k in zip(self.crops, mask) if k]
+        self.masks = self.masks[np.flatnonzero(mask)]
         for name in ('scores', 'labels', 'seq', 'ext', 'finished'):
             setattr(self, name, getattr(self, name)[mask])
 
@@ -261,10 +261,10 @@ class _Cells:
 @dataclass
 class FinishedCells:
     """Cells of a window (``origin``, ``shape``) in order of decision: those ``finished``
-    and the kept cells meeting them (which can win some of their pixels); crops in window
-    coordinates."""
+    and the kept cells meeting them (which can win some of their pixels); masks in the window's
+    frame."""
 
-    crops: list[MaskCrop]
+    masks: CropMasks
     scores: np.ndarray
     labels: np.ndarray
     seq: np.ndarray
@@ -287,7 +287,7 @@ class LargeImageMerger:
         self.xs = tile_starts(width, cfg.size, cfg.overlap)
         self.rects = np.array(self.tiles, np.int64).reshape(-1, 4)
         self.pending: dict[int, Detections] = {}  # undecided detections by tile
-        self.cells = _Cells()
+        self.cells = _Cells(height, width)
         self.next_seq = 0
 
     def row_of(self, tile: int) -> int:
@@ -308,7 +308,7 @@ class LargeImageMerger:
         the extents of the detections left undecided."""
         order = sorted(self.pending)
         per_tile = [self.pending[t] for t in order]
-        dets = Detections.concat(per_tile)
+        dets = Detections.concat(per_tile, self.height, self.width)
         tile_of = np.repeat(np.asarray(order, np.int64), [len(d) for d in per_tile])
         ext = dets.extents()
         # components: the pairs the merge can make one cell (same class, different tiles, mask
@@ -319,9 +319,10 @@ class LargeImageMerger:
         i, j = _overlap_pairs(ext, ext)
         pair = (i < j) & (tile_of[i] != tile_of[j]) & (dets.labels[i] == dets.labels[j])
         i, j = i[pair], j[pair]
-        area = areas(dets.crops)
+        crops = dets.masks.crops
+        area = dets.masks.areas.astype(np.int64)
         smaller = np.minimum(area[i], area[j])
-        inter = np.array([intersection(dets.crops[a], dets.crops[b]) if m else 0
+        inter = np.array([crops[a].overlap(crops[b]) if m else 0
                           for a, b, m in zip(i.tolist(), j.tolist(), smaller.tolist())], np.int64)
         link = smaller == 0
         link[~link] = inter[~link] / smaller[~link] >= self.cfg.merge_thr
@@ -334,12 +335,15 @@ class LargeImageMerger:
         # one merge of the pending tiles, with every tile they meet (empty when not pending),
         # so "lies in another tile" and "cut by an inner border" read as for the whole image
         near = self._neighbours(order)
-        merged = merge_tile_detections(
-            [self.tiles[t] for t in near],
-            [self.pending.get(t, Detections.empty()) for t in near],
+        empty = Detections.empty(self.height, self.width)
+        index = merged_tile_index(
+            [self.tiles[t] for t in near], [self.pending.get(t, empty) for t in near],
             self.height, self.width, self.cfg.border_margin, self.cfg.merge_thr, None)
-        where = {id(c): k for k, c in enumerate(dets.crops)}
-        kept = np.array([where[id(c)] for c in merged.crops], np.int64)  # by decreasing score
+        # the merge numbers the near tiles' detections; only pending tiles have any
+        first = dict(zip(order, np.cumsum([0] + [len(d) for d in per_tile]).tolist()))
+        in_dets = np.concatenate([np.zeros(0, np.int64)] + [
+            first[t] + np.arange(len(self.pending[t])) for t in near if t in self.pending])
+        kept = in_dets[index]  # by decreasing score
         kept = kept[~undecided[kept] & (dets.scores[kept] >= self.score_thr)]
         self.cells.add(dets.select(kept), np.arange(self.next_seq, self.next_seq + len(kept)))
         self.next_seq += len(kept)
@@ -369,9 +373,8 @@ class LargeImageMerger:
         ext = cells.ext[near]
         y0, x0 = int(ext[:, 0].min()), int(ext[:, 1].min())
         window = (int(ext[:, 2].max()) - y0, int(ext[:, 3].max()) - x0)
-        crops = [cells.crops[k].shifted(-y0, -x0) if cells.crops[k].pixels.size
-                 else cells.crops[k] for k in near]
-        result = FinishedCells(crops, cells.scores[near], cells.labels[near], cells.seq[near],
+        masks = cells.masks[near].placed(-y0, -x0, *window)
+        result = FinishedCells(masks, cells.scores[near], cells.labels[near], cells.seq[near],
                                np.isin(near, done), (y0, x0), window)
         cells.finished[done] = True
         # a finished cell stays only while a cell still waiting meets it
@@ -408,11 +411,11 @@ class _Outputs:
     def finish(self, window: FinishedCells) -> None:
         """Label the finished cells of ``LargeImageMerger.end_row``'s window, give them ids,
         and append their rows, features and pixels."""
-        crops, scores, labels = window.crops, window.scores, window.labels
+        masks, scores, labels = window.masks, window.scores, window.labels
         y0, x0 = window.origin
-        ids, index = paint_labels(crops, scores, window.shape)
+        ids, index = paint_labels(masks, scores)
         done_ids = index[window.finished[index]]  # finished cells with pixels, by decreasing score
-        gid = np.zeros(len(crops) + 1, np.uint32)
+        gid = np.zeros(len(masks) + 1, np.uint32)
         new = np.arange(self.count + 1, self.count + 1 + done_ids.size, dtype=np.uint32)
         gid[done_ids + 1] = new
         lut = np.zeros(len(index) + 1, np.uint32)
@@ -441,8 +444,10 @@ class _Outputs:
                                    allow_nan=False) for f in features)
         append_durably(self.features_part, (b',' if self.features_part.stat().st_size else b'')
                        + text.encode('utf-8'))
-        kept = [MaskCrop(crops[k].pixels, crops[k].y0 + y0, crops[k].x0 + x0) for k in done_ids]
-        ext = _crop_extents(kept)
+        # in the image's frame: as large as needed to hold them (only the crops are stored)
+        kept = masks[done_ids]
+        kept = kept.placed(y0, x0, y0 + kept.height, x0 + kept.width)
+        ext = kept.extents()
         chunk = self.state / 'cells' / f'{len(self.chunks):06d}.npz'
         atomic_write_bytes(chunk, _npz_bytes(ids=new, classes=class_of_id[new - 1],
                                              scores=scores[done_ids], seq=window.seq[done_ids],
@@ -471,27 +476,22 @@ class _Outputs:
                 if y_lo < bottom and top < y_hi and path not in loaded:
                     with np.load(path) as data:
                         loaded[path] = (data['ids'], data['classes'], data['scores'],
-                                        data['seq'], _unpack_crops(data), y_hi)
+                                        data['seq'], _unpack_crops(data, height, width), y_hi)
             for path in [p for p, v in loaded.items() if v[-1] <= top]:
                 del loaded[path]  # bands go down: a chunk ending above this one is done
-            gids, classes, scores, seqs, crops = [], [], [], [], []
-            for ids_k, classes_k, scores_k, seq_k, crops_k, _ in loaded.values():
-                for g, k, s, q, c in zip(ids_k, classes_k, scores_k, seq_k, crops_k):
-                    a, b = max(c.y0, top), min(c.y1, bottom)
-                    if a < b:
-                        gids.append(g)
-                        classes.append(k)
-                        scores.append(s)
-                        seqs.append(q)
-                        crops.append(MaskCrop(c.pixels[a - c.y0:b - c.y0], a - top, c.x0))
+            parts = list(loaded.values())
+            gids, classes, scores, seqs = (np.concatenate([np.zeros(0)] + [p[n] for p in parts])
+                                           for n in range(4))
+            in_band = CropMasks.cat([CropMasks.from_crops([], height, width)]
+                                    + [p[4] for p in parts]).crop(
+                np.array([0, top, width, bottom]))
             # in order of decision, as when the cells finished: equal scores break ties alike
-            order = np.argsort(np.asarray(seqs, np.int64), kind='stable')
-            ids, index = paint_labels([crops[k] for k in order], np.asarray(scores)[order],
-                                      (bottom - top, width))
+            order = np.argsort(seqs.astype(np.int64), kind='stable')
+            ids, index = paint_labels(in_band[order], scores[order])
             lut_id = np.zeros(len(index) + 1, np.uint32)
-            lut_id[1:] = np.asarray(gids, np.uint32)[order][index]
+            lut_id[1:] = gids.astype(np.uint32)[order][index]
             lut_class = np.zeros(len(index) + 1, np.uint8)
-            lut_class[1:] = np.asarray(classes, np.uint8)[order][index]
+            lut_class[1:] = classes.astype(np.uint8)[order][index]
             yield top, lut_id[ids], lut_class[ids]
 
 
@@ -577,13 +577,13 @@ def predict_large_image(model: torch.nn.Module, path: str | os.PathLike, out_dir
             batch = list(range(start, min(start + cfg.batch_size, len(tiles))))
             files = [state / 'tiles' / f'{t:06d}.npz' for t in batch]
             if all(done[t] for t in batch):
-                per_tile = [_load_detections(f) for f in files]
+                per_tile = [_load_detections(f, height, width) for f in files]
             else:
                 for dets, f in zip(_predict_batch(model, regions, [tiles[t] for t in batch],
                                                   limits), files):
                     _save_detections(f, dets)
                 # what is merged is what a resumed run reads back: the same bytes either way
-                per_tile = [_load_detections(f) for f in files]
+                per_tile = [_load_detections(f, height, width) for f in files]
             for t, dets in zip(batch, per_tile):
                 merger.add(t, dets)
                 if last_of_row[merger.row_of(t)] == t:

@@ -2,7 +2,7 @@
 encoded from their runs, never as one full-image array per mask.
 
 - ``rle_string_counts`` parses compressed strings (maskApi.c's format) into counts, vectorised
-  over every string of an image or a results file; ``rle_pixels`` gives their foreground pixels.
+  over every string of an image or a results file (``CropMasks.from_rles`` decodes with it).
 - ``encode_windows`` encodes masks given as windows placed in an image (pasted detections, mask
   crops), ``encode_instances`` every instance of an id map from one column-major pass; both
   build counts with ``rles_from_runs`` and compress with pycocotools' ``frPyObjects``, so the
@@ -166,26 +166,16 @@ def rle_string_counts(strings: list[str | bytes]) -> tuple[np.ndarray, np.ndarra
     return counts, owner
 
 
-def rle_pixels(rles: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(instance, y, x)`` int64 coordinates of every foreground pixel of compressed COCO RLEs
-    of one image (all of the same ``size``), by instance then column-major position."""
-    if not rles:
-        return (np.zeros(0, np.int64),) * 3
-    height, width = (int(v) for v in rles[0]['size'])
-    if any([int(v) for v in r['size']] != [height, width] for r in rles):
-        raise ValueError('RLEs of one image must share one size')
-    counts, owner = rle_string_counts([r['counts'] for r in rles])
-    if counts.size and counts.min() < 0:
-        raise ValueError('an RLE holds a negative run length')
-    per_string = np.bincount(owner, minlength=len(rles))
+def foreground_runs(counts: np.ndarray, owner: np.ndarray, n: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(starts, lengths, owner)`` of the foreground runs of ``n`` masks' parsed counts
+    (``rle_string_counts``): each run's first column-major pixel in its own mask's image, its
+    length, and its mask; sorted by mask, then position. Counts alternate background and
+    foreground, background first, so foreground runs are the odd places of each string."""
+    per_string = np.bincount(owner, minlength=n)
     first = np.cumsum(per_string) - per_string
-    offset = np.cumsum(counts) - counts  # exclusive running sum, then restarted per string
-    offset -= np.repeat(offset[first[per_string > 0]], per_string[per_string > 0])
-    if (np.bincount(owner, weights=counts, minlength=len(rles)) != height * width).any():
-        raise ValueError(f'an RLE does not cover its {height}x{width} image')
-    odd = (np.arange(counts.size) - np.repeat(first, per_string)) % 2 == 1  # foreground runs
-    lengths, starts, inst = counts[odd], offset[odd], owner[odd]
-    total = int(lengths.sum())
-    run = np.repeat(np.arange(lengths.size), lengths)
-    pos = starts[run] + np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return inst[run], pos % height, pos // height
+    nonempty = per_string > 0
+    start = np.cumsum(counts) - counts  # exclusive running sum, restarted per string
+    start -= np.repeat(start[first[nonempty]], per_string[nonempty])
+    fg = ((np.arange(counts.size) - np.repeat(first, per_string)) % 2 == 1) & (counts > 0)
+    return start[fg], counts[fg], owner[fg]

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from cellseg.structures.mask_crops import is_rle, mask_size
-from cellseg.structures.rle import label_map_runs, rle_string_counts
+from cellseg.structures.crop_masks import CropMasks, is_rle, mask_size
+from cellseg.structures.rle import foreground_runs, label_map_runs, rle_string_counts
 
 
 @dataclass(frozen=True)
@@ -191,23 +191,17 @@ def paint_masks(masks: Sequence[Sequence], scores: Sequence[np.ndarray],
         h, w = (int(v) for v in shapes[k])
         raise ValueError(f'{names[k]}: the RLE of mask {bad[0] - per_image[:k].sum()} does not '
                          f'cover its {h}x{w} image with non-negative runs')
-    per_string = np.bincount(owner, minlength=n_masks)
-    first = np.cumsum(per_string) - per_string
-    nonempty = per_string > 0
-    start = np.cumsum(counts) - counts  # exclusive running sum, restarted per string
-    start -= np.repeat(start[first[nonempty]], per_string[nonempty])
-    fg = ((np.arange(counts.size) - np.repeat(first, per_string)) % 2 == 1) & (counts > 0)
-    length, mask = counts[fg], owner[fg]
-    start = start[fg] + pixel_start[image_of_mask[mask]]
+    start, length, mask = foreground_runs(counts, owner, n_masks)
+    start = start + pixel_start[image_of_mask[mask]]
     return paint_runs(start, length, mask, scores, per_image, heights, pixel_start)
 
 
-def crop_runs(crops: Sequence, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
-    """``(starts, lengths, mask)``: the runs down the columns of an image of ``shape`` of mask
-    crops (``cellseg.structures.mask_crops.MaskCrop``: bool pixels of a rectangle at
-    ``y0, x0``), each crop's pixels read once, column by column. A crop reaching outside the
-    image raises ValueError."""
-    height, width = (int(v) for v in shape)
+def crop_runs(masks: CropMasks) -> tuple[np.ndarray, ...]:
+    """``(starts, lengths, mask)``: the runs down the columns of their image of ``masks``, each
+    crop's pixels read once, column by column. A crop reaching outside the image raises
+    ValueError."""
+    height, width = masks.height, masks.width
+    crops = masks.crops
     kept = [i for i, c in enumerate(crops) if c.pixels.size]
     bad = [i for i in kept if crops[i].y0 < 0 or crops[i].x0 < 0 or crops[i].y1 > height
            or crops[i].x1 > width]

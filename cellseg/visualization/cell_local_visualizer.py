@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import torch
 from mmdet.registry import VISUALIZERS
-from mmdet.structures.mask import BitmapMasks, PolygonMasks
+from mmdet.structures.mask import PolygonMasks
 from mmdet.visualization import DetLocalVisualizer
 from mmdet.visualization.palette import get_palette
 from mmengine.structures import InstanceData
@@ -15,8 +15,8 @@ from scipy import ndimage
 
 from cellseg.formats.hw3 import TrainSample, read_instance_map
 from cellseg.formats.images import read_image
-from cellseg.structures.label_images import crops_of_masks, paint_labels
-from cellseg.structures.mask_crops import MaskCrop, crops_from_tensor
+from cellseg.structures.crop_masks import CropMasks
+from cellseg.structures.label_images import paint_labels
 from cellseg.structures.rle import encode_instances
 
 Color = tuple[int, int, int]
@@ -71,31 +71,30 @@ def draw_legend(image: np.ndarray, labels: Sequence[str], colors: Sequence[Color
     return out
 
 
-def mask_crops(masks: object, shape: tuple[int, int]) -> list[MaskCrop]:
-    """The ``MaskCrop``s of an ``InstanceData``'s ``masks`` in any form cellseg holds them: a
-    list of COCO RLEs (``ChunkedMaskHead``, ``TiledMaskRCNN``), of ``MaskCrop``s or of HxW
-    arrays, an (N, H, W) tensor or array, or mmdet's ``BitmapMasks``/``PolygonMasks``."""
+def as_crop_masks(masks: object, shape: tuple[int, int]) -> CropMasks:
+    """An ``InstanceData``'s ``masks`` as ``CropMasks``, whatever form they come in: COCO RLEs
+    (``ChunkedMaskHead``, ``TiledMaskRCNN``), ``CropMasks``, HxW arrays, an (N, H, W) tensor or
+    mmdet's ``BitmapMasks``/``PolygonMasks``."""
     if isinstance(masks, torch.Tensor):
-        return crops_from_tensor(masks.bool())
-    if isinstance(masks, (BitmapMasks, PolygonMasks)):
+        masks = masks.bool()
+    elif isinstance(masks, PolygonMasks):
         masks = masks.to_ndarray()
-    masks = list(masks)
-    if all(isinstance(m, MaskCrop) for m in masks):
-        return masks
-    return crops_of_masks(masks, shape)
+    return CropMasks.from_masks(masks, *shape)
 
 
 def class_maps_instances(class_maps: Mapping[int, np.ndarray]) -> InstanceData:
     """The instances of per-class label images (1-based class -> HxW ids, as HW3's
     ``classK.tif`` files hold the ground truth) as an ``InstanceData`` of 0-based ``labels`` and
-    ``MaskCrop`` ``masks``, class by class in increasing id."""
-    crops: list[MaskCrop] = []
+    ``CropMasks`` ``masks``, class by class in increasing id."""
+    parts: list[CropMasks] = []
     labels: list[int] = []
     for k, ids in sorted(class_maps.items()):
         found = encode_instances(np.asarray(ids))
-        crops += crops_of_masks([f['segmentation'] for f in found], ids.shape)
+        parts.append(CropMasks.from_rles([f['segmentation'] for f in found], *ids.shape))
         labels += [k - 1] * len(found)
-    return InstanceData(labels=torch.tensor(labels, dtype=torch.long), masks=crops)
+    shape = next(iter(class_maps.values())).shape if class_maps else (0, 0)
+    return InstanceData(labels=torch.tensor(labels, dtype=torch.long),
+                        masks=CropMasks.cat([CropMasks.from_crops([], *shape), *parts]))
 
 
 @VISUALIZERS.register_module()
@@ -104,7 +103,7 @@ class CellLocalVisualizer(DetLocalVisualizer):
     coloured by class, with a legend of the class names and instance counts, at the image's own
     resolution, so a picture lines up with the label TIFFs in napari or Fiji.
 
-    What differs from the parent: masks may be COCO RLEs, ``MaskCrop``s or label images (the
+    What differs from the parent: masks may be COCO RLEs, ``CropMasks`` or label images (the
     parent needs full-size arrays and crashes on RLE lists); overlapping masks are painted into
     one label image by ``cellseg.structures.label_images.paint_labels`` (higher score wins; for
     unscored ground truth the later instance), the label image predict writes, and each painted
@@ -132,12 +131,12 @@ class CellLocalVisualizer(DetLocalVisualizer):
         if 'masks' not in instances:
             return super()._draw_instances(image, instances, classes, palette)
         shape = image.shape[:2]
-        crops = mask_crops(instances.masks, shape)
+        masks = as_crop_masks(instances.masks, shape)
         # ground truth has no scores: increasing ones let the later instance win, as it does in
         # the label images the evaluation report paints of annotations
         scores = (instances.scores.cpu().numpy() if 'scores' in instances
-                  else np.arange(len(crops), dtype=np.float64))
-        labels, index = paint_labels(crops, scores, shape)
+                  else np.arange(len(masks), dtype=np.float64))
+        labels, index = paint_labels(masks, scores)
         class_of_id = np.asarray(instances.labels.cpu().numpy(), np.int64)[index] + 1
         return self.draw_label_image(image, labels, class_of_id, classes, palette)
 

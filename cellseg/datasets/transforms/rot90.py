@@ -5,7 +5,7 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet.registry import TRANSFORMS
 
-from cellseg.structures.mask_crops import rotated_shape
+from cellseg.structures.crop_masks import rotated_shape
 
 # keys Rot90 would have to turn as well, and does not: it makes views to predict on
 _ANNOTATIONS = ('gt_bboxes', 'gt_masks', 'gt_seg_map')

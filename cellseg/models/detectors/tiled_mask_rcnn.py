@@ -4,8 +4,8 @@ Images up to 2500 px hold thousands of cells. Predicting them whole caps them at
 ``max_per_img`` detections and makes mmdet's mask head paste every detection into a full-image
 array (1000 detections of a 2500x2500 image: 6 GB). ``TiledMaskRCNN`` cuts such images into
 overlapping tiles, predicts each tile through ``MaskRCNN.predict`` and keeps every mask as the
-pixels of its bounding rectangle plus the rectangle's position (``MaskCrop``), so memory grows
-with the cells, not with the image.
+pixels of its bounding rectangle plus the rectangle's position (``CropMasks``), so memory
+grows with the cells, not with the image.
 
 Merging (``merge_tile_detections``), per image:
 
@@ -44,13 +44,8 @@ from mmengine.logging import print_log
 from torch import Tensor
 
 from cellseg.models.detection_budget import area_budget
-from cellseg.structures.mask_crops import (
-    Detections,
-    MaskCrop,
-    areas,
-    intersection,
-    rescale_detections,
-)
+from cellseg.structures.crop_masks import MaskCrop
+from cellseg.structures.detections import Detections
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -82,7 +77,7 @@ def _covered(a: MaskCrop, area_a: int, b: MaskCrop, area_b: int, box_a: np.ndarr
              box_b: np.ndarray) -> float:
     """Intersection over the smaller of two masks; of the boxes when a mask is empty."""
     if area_a and area_b:
-        return intersection(a, b) / min(area_a, area_b)
+        return a.overlap(b) / min(area_a, area_b)
     iw = min(box_a[2], box_b[2]) - max(box_a[0], box_b[0])
     ih = min(box_a[3], box_b[3]) - max(box_a[1], box_b[1])
     smaller = min((box_a[2] - box_a[0]) * (box_a[3] - box_a[1]),
@@ -96,13 +91,24 @@ def merge_tile_detections(tiles: Sequence[tuple[int, int, int, int]],
                           max_per_img: int | None = None) -> Detections:
     """One image's detections from its tiles' (image coordinates); the rules are in the module
     doc. Returns them by decreasing score, at most ``max_per_img``."""
+    dets = Detections.concat(per_tile, height, width)
+    return dets.select(merged_tile_index(tiles, per_tile, height, width, border_margin,
+                                         merge_thr, max_per_img))
+
+
+def merged_tile_index(tiles: Sequence[tuple[int, int, int, int]],
+                      per_tile: Sequence[Detections], height: int, width: int,
+                      border_margin: int, merge_thr: float,
+                      max_per_img: int | None = None) -> np.ndarray:
+    """Which of the tiles' detections (numbered tile after tile) ``merge_tile_detections``
+    keeps, by decreasing score."""
     if len(tiles) != len(per_tile):
         raise ValueError(f'{len(tiles)} tiles but {len(per_tile)} tile predictions')
     rects = np.array(tiles, np.int64).reshape(-1, 4)
-    dets = Detections.concat(per_tile)
+    dets = Detections.concat(per_tile, height, width)
     tile_of = np.repeat(np.arange(len(per_tile)), [len(d) for d in per_tile]).astype(np.int64)
     if len(dets) == 0:
-        return dets
+        return np.zeros(0, np.int64)
     ext = dets.extents()
     own = rects[tile_of]
     m = border_margin
@@ -116,14 +122,15 @@ def merge_tile_detections(tiles: Sequence[tuple[int, int, int, int]],
     keep = list(np.flatnonzero(~shared))
     candidates = np.flatnonzero(shared)
     candidates = candidates[np.lexsort((-dets.scores[candidates], cut[candidates]))]
-    area = areas(dets.crops)
+    crops = dets.masks.crops
+    area = dets.masks.areas.astype(np.int64)
     kept: list[int] = []
     for i in candidates:
         if kept:
             k = np.asarray(kept)
             near = k[(dets.labels[k] == dets.labels[i]) & (tile_of[k] != tile_of[i])
                      & _overlaps(ext[i:i + 1], ext[k])[0]]
-            if any(_covered(dets.crops[i], area[i], dets.crops[j], area[j], dets.bboxes[i],
+            if any(_covered(crops[i], area[i], crops[j], area[j], dets.bboxes[i],
                             dets.bboxes[j]) >= merge_thr for j in near):
                 continue
         kept.append(int(i))
@@ -134,7 +141,7 @@ def merge_tile_detections(tiles: Sequence[tuple[int, int, int, int]],
                   f'{len(index)} merged detections (tile_cfg.max_per_img); '
                   f'{len(index) - max_per_img} cut', logger='current', level=logging.WARNING)
         index = index[:max_per_img]
-    return dets.select(index)
+    return index
 
 
 
@@ -203,7 +210,8 @@ def tiled_predict(predict_tiles, image: Tensor, height: int, width: int, cfg: Ti
                 batch_input_shape=(ph, pw), pad_shape=(ph, pw), tile=(y0, x0, y1, x1))))
         for (y0, x0, y1, x1), sample in zip(batch,
                                             predict_tiles(torch.stack(inputs), samples)):
-            per_tile.append(Detections.from_instances(sample.pred_instances, y0, x0))
+            per_tile.append(Detections.from_instances(sample.pred_instances, (y1 - y0, x1 - x0),
+                                                      (y0, x0), (height, width)))
             cap = tile_cap((y1 - y0, x1 - x0)) if callable(tile_cap) else tile_cap
             if cap is not None and len(per_tile[-1]) >= cap:
                 _warn_capped(f'the tile at rows {y0}:{y1}, columns {x0}:{x1}', cap)
@@ -232,9 +240,9 @@ class TiledMaskRCNN(MaskRCNN):
     (N, H, W) tensor). Tiled images get ``pred_instances.masks`` as a list of COCO RLEs
     (pycocotools' compressed dicts, what mmdet's ``encode_mask_results`` makes): an (N, H, W)
     array of a large image is what tiling avoids. ``CocoMetric`` and the submission writer take
-    either form; ``cellseg.structures.mask_crops.crops_from_masks`` reads both. Each tile, and each
-    image predicted whole, is capped at ``test_cfg.rcnn.max_per_img`` (logged when reached); a
-    tiled image keeps every merged detection unless ``tile_cfg.max_per_img`` is set.
+    either form; ``CropMasks.from_masks`` reads both. Each tile, and each image predicted whole,
+    is capped at ``test_cfg.rcnn.max_per_img`` (logged when reached); a tiled image keeps
+    every merged detection unless ``tile_cfg.max_per_img`` is set.
     """
 
     def __init__(self, *args, tile_cfg: dict | None = None, **kwargs) -> None:
@@ -271,6 +279,6 @@ class TiledMaskRCNN(MaskRCNN):
                 getattr(preprocessor, 'pad_value', 0), cap)
             if rescale:
                 h, w = sample.ori_shape[:2]
-                dets = rescale_detections(dets, sample.get('scale_factor', (1.0, 1.0)), h, w)
-            sample.pred_instances = dets.to_instances(h, w, 'rle', batch_inputs.device)
+                dets = dets.rescaled(sample.get('scale_factor', (1.0, 1.0)), h, w)
+            sample.pred_instances = dets.to_instances('rle', batch_inputs.device)
         return batch_data_samples

@@ -5,7 +5,7 @@ mmdet's ``DetTTAModel`` un-flips and NMS-merges boxes and refuses predictions wi
 
 1. every view's boxes and masks are mapped back into the original image: un-flipped (boxes as
    ``DetTTAModel`` does), then turned back when the view was turned by ``Rot90`` (exact pixel
-   permutations, ``cellseg.structures.mask_crops.rotate_crop``);
+   permutations, ``CropMasks.turned``);
 2. instances are matched across views greedily by decreasing score: each unmatched instance
    takes, from every other view, the unmatched instance of the same class with the highest mask
    IoU, if that reaches ``match_iou`` (classes stay apart as in mmdet's per-class NMS);
@@ -34,18 +34,8 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox_flip
 from torch import Tensor
 
-from cellseg.structures.mask_crops import (
-    EMPTY_CROP,
-    Detections,
-    MaskCrop,
-    areas,
-    flip_crop,
-    intersection,
-    rotate_boxes,
-    rotate_crop,
-    rotated_shape,
-    trim,
-)
+from cellseg.structures.crop_masks import EMPTY_CROP, CropMasks, MaskCrop, rotated_shape, trim
+from cellseg.structures.detections import Detections, rotate_boxes
 
 SCORE_MODES = ('mean', 'max')
 
@@ -53,15 +43,14 @@ SCORE_MODES = ('mean', 'max')
 def unflip(dets: Detections, height: int, width: int, direction: str) -> Detections:
     """Detections of a flipped image mapped back to the ``height`` x ``width`` original."""
     boxes = bbox_flip(torch.from_numpy(dets.bboxes), (height, width), direction).numpy()
-    return Detections(boxes, dets.scores, dets.labels,
-                      [flip_crop(c, height, width, direction) for c in dets.crops])
+    return Detections(boxes, dets.scores, dets.labels, dets.masks.flip(direction))
 
 
 def unrotate(dets: Detections, height: int, width: int, k: int) -> Detections:
     """Detections of a ``height`` x ``width`` view turned ``k`` quarter turns (``Rot90``) mapped
     back to the unturned image."""
     return Detections(rotate_boxes(dets.bboxes, height, width, -k), dets.scores, dets.labels,
-                      [rotate_crop(c, height, width, -k) for c in dets.crops])
+                      dets.masks.turned(-k))
 
 
 def to_original(dets: Detections, sample: DetDataSample) -> tuple[Detections, tuple[int, int]]:
@@ -99,14 +88,15 @@ def merge_views(views: Sequence[Detections], match_iou: float = 0.5, vote_thr: f
     are in the module doc. Returns them by decreasing score, at most ``max_per_img``."""
     if score not in SCORE_MODES:
         raise ValueError(f'score must be one of {SCORE_MODES}, got {score!r}')
-    dets = Detections.concat(views)
+    dets = Detections.concat(views, *views[0].shape)
     if len(dets) == 0:
         return dets
     view_of = np.repeat(np.arange(len(views)), [len(v) for v in views])
-    area = areas(dets.crops)
-    ext = np.array([(c.y0, c.x0, c.y1, c.x1) for c in dets.crops], np.int64).reshape(-1, 4)
+    crops = dets.masks.crops
+    area = dets.masks.areas.astype(np.int64)
+    ext = dets.masks.extents()
     free = np.ones(len(dets), bool)
-    boxes, scores, labels, crops = [], [], [], []
+    boxes, scores, labels, voted = [], [], [], []
     for i in np.argsort(-dets.scores, kind='stable'):
         if not free[i]:
             continue
@@ -117,7 +107,7 @@ def merge_views(views: Sequence[Detections], match_iou: float = 0.5, vote_thr: f
                               & (ext[:, 1] < ext[i, 3]) & (ext[i, 1] < ext[:, 3]))
         best: dict[int, tuple[float, int]] = {}
         for j in cand:
-            inter = intersection(dets.crops[i], dets.crops[j])
+            inter = crops[i].overlap(crops[j])
             iou = inter / (area[i] + area[j] - inter) if inter else 0.0
             v = int(view_of[j])
             if iou >= match_iou and iou > best.get(v, (-1.0, -1))[0]:
@@ -130,11 +120,11 @@ def merge_views(views: Sequence[Detections], match_iou: float = 0.5, vote_thr: f
         scores.append(member_scores.sum() / len(views) if score == 'mean'
                       else member_scores.max())
         labels.append(dets.labels[i])
-        crops.append(vote([dets.crops[j] for j in group], vote_thr))
+        voted.append(vote([crops[j] for j in group], vote_thr))
     order = np.argsort(-np.asarray(scores), kind='stable')[:max_per_img]
     return Detections(np.asarray(boxes, np.float32).reshape(-1, 4)[order],
                       np.asarray(scores, np.float32)[order], np.asarray(labels, np.int64)[order],
-                      [crops[k] for k in order])
+                      CropMasks.from_crops([voted[k] for k in order], *dets.shape))
 
 
 @MODELS.register_module()
@@ -174,7 +164,8 @@ class MaskTTAModel(DetTTAModel):
                                  '(use DetTTAModel for box-only detectors)')
             if isinstance(pred.masks, Tensor):
                 as_tensor, device = True, pred.masks.device
-            dets, shape = to_original(Detections.from_instances(pred), sample)
+            dets, shape = to_original(Detections.from_instances(pred, sample.ori_shape[:2]),
+                                      sample)
             views.append(dets)
             shapes.add(shape)
         if len(shapes) > 1:
@@ -192,6 +183,5 @@ class MaskTTAModel(DetTTAModel):
             if k % 2 and 'scale_factor' in first:
                 meta['scale_factor'] = tuple(first.scale_factor[::-1])
             first.set_metainfo(meta)
-        first.pred_instances = merged.to_instances(height, width,
-                                                   'tensor' if as_tensor else 'rle', device)
+        first.pred_instances = merged.to_instances('tensor' if as_tensor else 'rle', device)
         return first
