@@ -43,7 +43,9 @@ def tiny_checkpoint(tiny_root: Path, tiny_ann: Path,
     from tool_runner import run_tool
 
     work = tmp_path_factory.mktemp('tiny_trained')
+    # seeded: unseeded, mmengine draws a seed per run, and a test reading this model's scores
+    # (thresholds such as test_large_tiff's) would pass or fail with the draw
     run_tool('tools/train.py', REPO / 'tests' / 'configs' / 'cell_r50_tiny.py', '--data-root',
              tiny_root, '--ann-dir', tiny_ann, '--work-dir', work,
-             '--cfg-options', 'train_cfg.max_epochs=1')
+             '--cfg-options', 'train_cfg.max_epochs=1', 'randomness.seed=0')
     return work / 'epoch_1.pth'
