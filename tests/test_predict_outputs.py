@@ -417,3 +417,27 @@ def test_plot_curves_tool_and_hook(tmp_path: Path) -> None:
     (test_only / 'x' / 'vis_data' / 'scalars.json').write_text('{"coco/segm_mAP_50": 0.1}\n')
     PlotCurvesHook().after_run(SimpleNamespace(work_dir=str(test_only), logger=logger))
     assert not (test_only / 'curves.png').exists()
+
+
+def test_the_inferencer_is_mmdets_and_batches_give_the_same_predictions(
+        tiny_root: Path, checkpoint: Path) -> None:
+    """``CellInferencer`` is a ``DetInferencer``: its ``__call__`` on files in batches of 2
+    predicts what ``predict_image`` (one image a call) does, image for image."""
+    from mmdet.apis import DetInferencer
+
+    from cellseg.apis.cell_inferencer import CellInferencer
+    from cellseg.apis.predict import load_model, predict_image
+
+    model = load_model(checkpoint, TINY, 'cpu', score_thr=0.0)
+    inferencer = CellInferencer(model, batch_size=2)
+    assert isinstance(inferencer, DetInferencer)
+    paths = input_images(tiny_root)[:3]
+    batched = inferencer(paths, score_thr=0.1)['predictions']
+    assert len(batched) == 3
+    for path, got in zip(paths, batched):
+        image, masks, labels, scores = predict_image(model, path, 0.1)
+        assert np.array_equal(got['image'], image)
+        assert np.array_equal(got['labels'], labels) and len(labels) > 0
+        np.testing.assert_allclose(got['scores'], scores, atol=1e-5)
+        assert (scores >= 0.1).all()
+        assert np.array_equal(got['masks'].masks, masks.masks)

@@ -30,7 +30,8 @@ pixel column and row (pixel centres at integer coordinates).
 
 Images are read with ``cellseg.formats.images.read_image`` (the training rules: alpha dropped,
 grey replicated, other types than uint8 normalised by the percentiles of the model's config)
-and predicted by ``mmdet.apis.inference_detector``; a config with
+and predicted by the model's ``CellInferencer`` (mmdet's ``DetInferencer``, in
+``cellseg.apis.cell_inferencer``); a config with
 ``TiledMaskRCNN`` (``cellseg.models.detectors.tiled_mask_rcnn``) tiles large images with no
 change here. The model and its config come from the checkpoint (``cellseg.apis.saved_config``).
 """
@@ -52,6 +53,7 @@ import tifffile
 import torch
 from scipy import ndimage
 
+from cellseg.apis.cell_inferencer import CellInferencer
 from cellseg.apis.classes import set_classes
 from cellseg.apis.prediction_folder import CSV_NAME, FAILED_NAME, STATE_DIR, append_durably
 from cellseg.apis.saved_config import config_from_checkpoint
@@ -233,8 +235,8 @@ def model_classes(model: torch.nn.Module) -> tuple[list[str], list[tuple[int, in
 
 def _take_reading_percentiles(cfg) -> tuple[float, float]:
     """The image percentiles of the config's test pipeline (its ``LoadCellImageFromFile``),
-    taken out of it: ``inference_detector`` swaps that step for mmdet's
-    ``LoadImageFromNDArray``, which has no such option."""
+    taken out of it: ``CellInferencer`` swaps that step for mmdet's ``LoadImageFromNDArray``,
+    which has no such option."""
     pipeline = cfg.get('test_dataloader', {}).get('dataset', {}).get('pipeline', [])
     for step in pipeline:
         if step.get('type') == 'LoadCellImageFromFile':
@@ -250,30 +252,16 @@ def reading_percentiles(model: torch.nn.Module) -> tuple[float, float]:
 
 def predict_image(model: torch.nn.Module, path: str | os.PathLike, score_thr: float = 0.0
                   ) -> tuple[np.ndarray, CropMasks, np.ndarray, np.ndarray]:
-    """Predict one image file.
+    """Predict one image file through the model's ``CellInferencer``.
 
     Returns ``(image_rgb, masks, labels, scores)`` for the detections scoring at least
     ``score_thr``: the HxWx3 uint8 image, the masks as ``CropMasks`` (each the pixels of its
     bounding rectangle and the rectangle's position, so no full-size array per instance), the
-    0-based class indices and the scores. This is the one function a different inference
-    (tiling, test-time augmentation) replaces.
+    0-based class indices and the scores.
     """
-    from mmdet.apis import inference_detector
-
-    image = read_image(path, percentiles=reading_percentiles(model))
-    dtype = getattr(model, 'autocast_dtype', None)
-    device_type = next(model.parameters()).device.type
-    # mmdet's pipeline expects BGR as OpenCV decodes it; read_image applied the HW3 rules
-    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-        result = inference_detector(model, np.ascontiguousarray(image[..., ::-1]))
-    inst = result.pred_instances
-    scores = inst.scores.detach().cpu().numpy().astype(np.float32)
-    keep = np.flatnonzero(scores >= score_thr)
-    masks = inst.masks  # (N, H, W) bool from MaskRCNN, COCO RLEs from the chunked mask head
-    kept = (masks[torch.from_numpy(keep).to(masks.device)] if isinstance(masks, torch.Tensor)
-            else [masks[i] for i in keep])
-    labels = inst.labels.detach().cpu().numpy().astype(np.int64)[keep]
-    return image, CropMasks.from_masks(kept, *image.shape[:2]), labels, scores[keep]
+    image = read_image(path, percentiles=reading_percentiles(model))  # a bad file fails first
+    (pred,) = CellInferencer.of(model)([image], score_thr=score_thr)['predictions']
+    return pred['image'], pred['masks'], pred['labels'], pred['scores']
 
 
 # ---- label images -------------------------------------------------------------------------------
