@@ -69,14 +69,16 @@ class Detections:
 
     def to_instances(self, masks: str = 'rle', device: torch.device | str = 'cpu'
                      ) -> InstanceData:
-        """mmdet's ``pred_instances``, masks as COCO RLEs (``'rle'``), a bool tensor
-        (``'tensor'``) or ``CropMasks`` (``'crops'``)."""
+        """mmdet's ``pred_instances``, masks as COCO RLEs (``'rle'``: what mmdet's metric and
+        the submission read) or a bool tensor (``'tensor'``: what ``MaskRCNN`` returns)."""
         out = InstanceData()
         out.bboxes = torch.from_numpy(self.bboxes.reshape(-1, 4)).to(device)
         out.scores = torch.from_numpy(self.scores).to(device)
         out.labels = torch.from_numpy(self.labels).to(device)
-        out.masks = {'rle': self.masks.to_rles, 'crops': lambda: self.masks,
-                     'tensor': lambda: self.masks.to_bool_tensor(device)}[masks]()
+        if masks not in ('rle', 'tensor'):
+            raise ValueError(f"masks must be 'rle' or 'tensor', got {masks!r}")
+        out.masks = (self.masks.to_rles() if masks == 'rle'
+                     else self.masks.to_bool_tensor(device))
         return out
 
     def extents(self) -> np.ndarray:
