@@ -92,8 +92,8 @@ def merge_tile_detections(tiles: Sequence[tuple[int, int, int, int]],
     """One image's detections from its tiles' (image coordinates); the rules are in the module
     doc. Returns them by decreasing score, at most ``max_per_img``."""
     dets = Detections.concat(per_tile, height, width)
-    return dets.select(merged_tile_index(tiles, per_tile, height, width, border_margin,
-                                         merge_thr, max_per_img))
+    return dets.select(_merged_index(tiles, per_tile, dets, height, width, border_margin,
+                                     merge_thr, max_per_img))
 
 
 def merged_tile_index(tiles: Sequence[tuple[int, int, int, int]],
@@ -102,10 +102,16 @@ def merged_tile_index(tiles: Sequence[tuple[int, int, int, int]],
                       max_per_img: int | None = None) -> np.ndarray:
     """Which of the tiles' detections (numbered tile after tile) ``merge_tile_detections``
     keeps, by decreasing score."""
+    return _merged_index(tiles, per_tile, Detections.concat(per_tile, height, width), height,
+                         width, border_margin, merge_thr, max_per_img)
+
+
+def _merged_index(tiles: Sequence[tuple[int, int, int, int]], per_tile: Sequence[Detections],
+                  dets: Detections, height: int, width: int, border_margin: int,
+                  merge_thr: float, max_per_img: int | None) -> np.ndarray:
     if len(tiles) != len(per_tile):
         raise ValueError(f'{len(tiles)} tiles but {len(per_tile)} tile predictions')
     rects = np.array(tiles, np.int64).reshape(-1, 4)
-    dets = Detections.concat(per_tile, height, width)
     tile_of = np.repeat(np.arange(len(per_tile)), [len(d) for d in per_tile]).astype(np.int64)
     if len(dets) == 0:
         return np.zeros(0, np.int64)
