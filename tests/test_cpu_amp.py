@@ -90,3 +90,27 @@ def test_bf16_path_trains(tiny_root: Path, tiny_ann: Path, tmp_path: Path) -> No
     assert 'backbone.conv1.weight' in moved
     # the checkpoint state of the wrapper loads back
     optim.load_state_dict(optim.state_dict())
+
+
+def test_float32_roi_extractor_feeds_mmcv_float32_features_and_unrounded_rois() -> None:
+    """mmcv's CPU RoIAlign refuses bfloat16 features, and mmdet's extractor casts the RoIs to the
+    features' type; Float32RoIExtractor (CascadeRoIHead's stages under the bf16 autocast) gives
+    what mmdet's gives on float32 copies of the features with the RoIs as they are."""
+    from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
+
+    from cellseg.models.roi_heads import Float32RoIExtractor
+
+    cfg = dict(roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+               out_channels=8, featmap_strides=[4, 8])
+    gen = torch.Generator().manual_seed(0)
+    feats = tuple(torch.randn(1, 8, s, s, generator=gen).bfloat16() for s in (64, 32))
+    # corners bfloat16 cannot hold (its 8 bits of mantissa step by 1 px from 128 to 256)
+    rois = torch.tensor([[0, 100.3, 101.7, 140.2, 150.9], [0, 3.1, 4.2, 60.7, 200.3]])
+    with pytest.raises(RuntimeError):
+        SingleRoIExtractor(**cfg)(feats, rois)
+    got = Float32RoIExtractor(**cfg)(feats, rois)
+    want = SingleRoIExtractor(**cfg)(tuple(f.float() for f in feats), rois)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, want)
+    rounded = SingleRoIExtractor(**cfg)(tuple(f.float() for f in feats), rois.bfloat16().float())
+    assert not torch.equal(got, rounded)

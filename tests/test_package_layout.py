@@ -102,7 +102,8 @@ def snake(name: str) -> str:
 # class names whose file name reads better than the mechanical split (snake gives
 # 'chunked_ro_i_head' for ChunkedRoIHead)
 FILE_OF = {'ChunkedRoIHead': 'chunked_roi_head', 'MaskTTAModel': 'mask_tta_model',
-           'Float32ProposalRPNHead': 'float32_proposal_rpn_head', 'Rot90': 'rot90'}
+           'Float32ProposalRPNHead': 'float32_proposal_rpn_head',
+           'Float32RoIExtractor': 'float32_roi_extractor', 'Rot90': 'rot90'}
 
 
 def registered_classes(path: Path) -> list[str]:
