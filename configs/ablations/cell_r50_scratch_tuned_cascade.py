@@ -10,9 +10,13 @@
 # image and stage); its mask head is the tuned recipe's (ChunkedMaskHead) at every stage.
 # CascadeRoIHead extracts RoIs per stage, so the extractors are Float32RoIExtractor (mmcv's CPU
 # RoIAlign under the bf16 autocast of training). ChunkedRoIHead's settings go with it: no chunks
-# at prediction, no per-class cap before the mask head (AP at 100 detections counts the same
-# masks either way), and the mask branch learns on every positive of each stage instead of 16
-# per image.
+# at prediction, no per-class cap before the mask head, and the mask branch learns on every
+# positive of each stage instead of 16 per image.
+# Detections: at most 400 per image (CoNSeP's 4 classes x the 100 that AP at 100 detections
+# counts), since without the per-class cap each of up to 1000 detections goes through three mask
+# heads (a test of the 112 CoNSeP images would take about two hours on one thread); an image
+# whose best 100 of one class fall outside its best 400 loses a few low-scored detections. (A
+# tiled large image keeps the recipe's cap by area for the merged tiles.)
 # Cost: three box heads and three mask heads in training and at prediction, where every
 # detection's mask is predicted three times; the training minutes of the screen say how much.
 _base_ = '../cell_r50_scratch_tuned.py'
@@ -39,4 +43,5 @@ model = dict(
     train_cfg=dict(rcnn=[
         dict(_rcnn, assigner=dict(_rcnn.assigner, pos_iou_thr=thr, neg_iou_thr=thr,
                                   min_pos_iou=thr, match_low_quality=False))
-        for thr in stage_iou_thrs]))
+        for thr in stage_iou_thrs]),
+    test_cfg=dict(rcnn=dict(max_per_img=400)))
