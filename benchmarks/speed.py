@@ -17,7 +17,8 @@ Items (``--only`` takes any of them; all run by default, in this order), one mod
   without native bfloat16 only with ``--train-bf16``), beside the backbone+neck forward/backward
   alone (the floor), and cell_r50_scratch_tuned against its previous RoI settings (goal: a third
   of their step).
-- ``predict``: one 512x512 image with 300 detections from its file to the submission JSON
+- ``predict``: the mask head's layers on 64 RoIs (``FCNMaskHead`` against ``ChunkedMaskHead``);
+  one 512x512 image with 300 detections from its file to the submission JSON
   (pipeline, model, paste, RLE, results JSON, then the submission read back, checked and
   written with its zip, as ``tools/test.py --submit`` does: images read by a loader worker
   beside the model, the wait for them counted) against the model's forward alone; mmdet's

@@ -81,6 +81,28 @@ def test_chunked_mask_head_equals_fcn_mask_head(scale: float, chunk_pixels: int)
         assert torch.equal(b1, b2)  # boxes are rescaled in place, as mmdet's head does
 
 
+def test_chunked_mask_head_layers_compute_fcn_mask_head_logits() -> None:
+    """The channels-last deconvolution gives FCNMaskHead's bits; the logits agree to float32
+    rounding (the 1x1 convolution sums channels in another order); gradients still flow."""
+    torch.manual_seed(0)
+    plain = FCNMaskHead(num_classes=4).eval()
+    chunked = ChunkedMaskHead(num_classes=4).eval()
+    chunked.load_state_dict(plain.state_dict())
+    x = torch.randn(9, 256, 14, 14)
+    with torch.no_grad():
+        y = x
+        for conv in plain.convs:
+            y = conv(y)
+        assert torch.equal(chunked.upsample(y.contiguous(memory_format=torch.channels_last)),
+                           plain.upsample(y))
+        want, got = plain(x), chunked(x)
+    assert got.shape == want.shape == (9, 4, 28, 28)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    chunked.train()
+    chunked(x).sum().backward()
+    assert chunked.convs[0].conv.weight.grad is not None
+
+
 def test_chunked_roi_head_predicts_what_standard_roi_head_predicts() -> None:
     """Chunks of RoIs (7 box and 5 mask RoIs at a time, over 2 images) give StandardRoIHead's
     detections; training keeps one pass with gradients."""

@@ -1,4 +1,5 @@
-"""The ``predict`` item: one 512x512 image with 300 detections from its file to the submission
+"""The ``predict`` item: the mask head's layers on 64 RoIs, mmdet's ``FCNMaskHead`` against
+``ChunkedMaskHead``; one 512x512 image with 300 detections from its file to the submission
 JSON (pipeline, model, paste, RLE, results JSON, then the submission read back, checked and
 written with its zip, as ``tools/test.py --submit`` does: images read by a loader worker beside
 the model, the wait for them counted) against the model's forward alone; mmdet's
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, work: Path) -> None:
     """One measurement per ``--predict-config``, then the trained model's figures when a
     checkpoint is given (``predict_trained``)."""
+    bench_mask_heads(args.rounds)
     for config in args.predict_config:
         bench_predict(work, config, args.rounds, args.predict_images)
     if args.predict_checkpoint:
@@ -59,6 +61,35 @@ def forward_only(model: Any, batch: dict) -> int:
     rois = bbox2roi([d.bboxes for d in dets])
     roi_head._mask_forward(x, rois)['mask_preds'].sum().item()
     return len(rois)
+
+
+def bench_mask_heads(rounds: int, n_rois: int = 64) -> None:
+    """The mask head's layers on ``n_rois`` RoI features (a 256 px CoNSeP patch keeps about 40
+    cells at score 0.5): mmdet's ``FCNMaskHead`` against ``ChunkedMaskHead`` (channels-last
+    deconvolution and logits on the CPU), same weights, in float32."""
+    import torch
+    from mmdet.models.roi_heads.mask_heads import FCNMaskHead
+
+    from cellseg.models.roi_heads.mask_heads.chunked_mask_head import ChunkedMaskHead
+
+    torch.manual_seed(0)
+    plain = FCNMaskHead(num_classes=4).eval()
+    chunked = ChunkedMaskHead(num_classes=4).eval()
+    chunked.load_state_dict(plain.state_dict())
+    x = torch.randn(n_rois, 256, 14, 14)
+    times = {}
+    with torch.no_grad():
+        for name, head in (('fcn', plain), ('chunked', chunked)):
+            head(x)  # warm-up
+            start = time.perf_counter()
+            for _ in range(max(rounds, 3)):
+                out = head(x)
+            times[name] = (time.perf_counter() - start) / max(rounds, 3)
+        diff = (plain(x) - chunked(x)).abs().max().item()
+    report('predict', f'mask head layers, {n_rois} RoIs, float32, ChunkedMaskHead / FCNMaskHead',
+           f"{times['chunked'] / times['fcn']:.2f} ({times['chunked'] * 1e3:.0f} ms / "
+           f"{times['fcn'] * 1e3:.0f} ms; largest logit difference {diff:.1e} of "
+           f'{out.abs().max().item():.1f})', '1.00 (FCNMaskHead)')
 
 
 def bench_predict(work: Path, config: str, rounds: int, n_images: int) -> None:

@@ -11,6 +11,10 @@ and under the mixed-precision autocast ``tools/predict.py --amp`` uses.
   level, no per-class cap); after: ``--predict-config-now``'s test settings (a checkpoint
   keeps the config it was trained with, so its own settings may be the old ones).
 
+Beside the times, the arithmetic of the 'after' variants and of the floor (convolutions and
+matrix products, counted by ``torch.utils.flop_counter``): its ratio is what the time ratio
+would be if every other step were free and the heads computed as fast per FLOP as the backbone.
+
 Every variant predicts every image in turn, image by image (load changes on the machine hit
 all), after one warm-up pass; the figures are medians over images of the per-image times.
 """
@@ -132,8 +136,38 @@ def run_trained(args: argparse.Namespace, work: Path) -> None:
                f'{t * 1e3:.0f} ms per image, {t / mpx:.2f} s/MP, {t / base:.2f}x the float32 '
                f'floor{detections}', f'{base * 1e3:.0f} ms (float32 floor)',
                f'<= {goal:.0f}x' if goal else '', t / base <= goal if goal else None)
+    arithmetic(models, paths, floor, predict, evaluate)
     for prec in dtypes:
         same = all((out / f'before_{prec}_{i}_labels.tif').read_bytes()
                    == (out / f'after_{prec}_{i}_labels.tif').read_bytes()
                    for i in range(len(paths)))
         report('predict', f'label TIFFs of before and after identical, {prec}', str(same))
+
+
+def arithmetic(models: dict, paths: list[str], floor, predict,
+               evaluate) -> None:
+    """GFLOP per image of the floor and of the 'after' variants in float32 (mean over images),
+    each against the floor's."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counted = []
+    for path in paths:
+        with FlopCounterMode(display=False) as counter:
+            floor(path, None)
+        counted.append(counter.get_total_flops())
+    base = statistics.mean(counted)
+    report('predict', 'backbone+neck forward (the floor), arithmetic', f'{base / 1e9:.1f} GFLOP')
+    for mode in ('predict', 'eval'):
+        model = models[mode, 'after']
+        counted = []
+        for i, path in enumerate(paths):
+            with FlopCounterMode(display=False) as counter:
+                if mode == 'predict':
+                    predict(model, path, f'flops_{i}', None)
+                else:
+                    evaluate(model, path, None)
+            counted.append(counter.get_total_flops())
+        total = statistics.mean(counted)
+        report('predict', f'{mode} (after), arithmetic',
+               f'{total / 1e9:.1f} GFLOP, {total / base:.2f}x the floor\'s', '',
+               f'<= {GOALS[mode]:.0f}x (time)')

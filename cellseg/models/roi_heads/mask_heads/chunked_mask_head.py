@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead
 from mmdet.registry import MODELS
 from mmengine.config import ConfigDict
@@ -21,7 +22,15 @@ class ChunkedMaskHead(FCNMaskHead):
     the same RLEs, bytes for bytes, for any ``mask_thr_binary`` in [0, 1] (compared at 0.3, 0.5
     and 0.9 in tests/test_speed_equivalences.py).
 
-    Only prediction differs: layers, losses, weights and checkpoints are ``FCNMaskHead``'s, so a
+    On the CPU, the upsampling deconvolution and the logits run on channels-last tensors: fed
+    mmdet's NCHW tensors, PyTorch's oneDNN deconvolution converts layouts around the computation,
+    and the conversions cost more than the computation (``benchmarks/speed.py --only predict``
+    times both heads). The
+    deconvolution gives the same bits either way; the 1x1 logits convolution sums its 256
+    channels in another order, so logits differ from ``FCNMaskHead``'s in the last bits
+    (tests/test_speed_equivalences.py).
+
+    Layers, losses, weights and checkpoints are ``FCNMaskHead``'s, so a
     config switches with ``mask_head=dict(type='ChunkedMaskHead')``. ``pred_instances.masks`` is
     then a list of N pycocotools RLE dicts, the form ``TiledMaskRCNN`` already gives for tiled
     images: ``CocoMetric`` (and the submission writer after it) and ``cellseg.apis.predict``
@@ -37,6 +46,15 @@ class ChunkedMaskHead(FCNMaskHead):
         if paste_chunk_pixels < 1:
             raise ValueError(f'paste_chunk_pixels must be positive, got {paste_chunk_pixels}')
         self.paste_chunk_pixels = int(paste_chunk_pixels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``FCNMaskHead.forward``, with the deconvolution fed channels-last on the CPU."""
+        if x.device.type != 'cpu' or self.upsample_method != 'deconv':
+            return super().forward(x)
+        for conv in self.convs:
+            x = conv(x)
+        x = self.relu(self.upsample(x.contiguous(memory_format=torch.channels_last)))
+        return self.conv_logits(x)
 
     def _predict_by_feat_single(self, mask_preds: Tensor, bboxes: Tensor, labels: Tensor,
                                 img_meta: dict, rcnn_test_cfg: ConfigDict,
