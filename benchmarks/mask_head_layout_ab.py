@@ -17,7 +17,6 @@ import glob
 import statistics
 import sys
 import tempfile
-import time
 import types
 from pathlib import Path
 
@@ -36,20 +35,12 @@ def main(argv: list[str] | None = None) -> int:
                         help='the config whose model.test_cfg both variants use')
     args = parser.parse_args(argv)
 
-    import numpy as np
     import torch
-    from mmdet.apis import inference_detector
     from mmdet.models.roi_heads.mask_heads import FCNMaskHead
     from mmengine.config import Config
 
-    from cellseg.apis.predict import (
-        load_model,
-        model_classes,
-        predict_image,
-        reading_percentiles,
-        write_image_outputs,
-    )
-    from cellseg.formats.images import read_image
+    from benchmarks.speed_items.predict_trained import timed_evaluate, timed_predict
+    from cellseg.apis.predict import load_model
 
     paths = sorted(glob.glob(args.images))[:args.n]
     if not paths:
@@ -63,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
                 head = model.roi_head.mask_head
                 head.forward = types.MethodType(FCNMaskHead.forward, head)
             models[mode, variant] = model
-    names, palette = model_classes(models['eval', 'new'])
     out = Path(tempfile.mkdtemp())
     times: dict[tuple, list[float]] = {}
     precisions = {'fp32': None, 'bf16': torch.bfloat16}
@@ -71,20 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         for i, path in enumerate(paths):
             for prec, dtype in precisions.items():
                 for (mode, variant), model in models.items():
-                    if mode == 'predict':
-                        model.autocast_dtype = dtype
-                        start = time.perf_counter()
-                        image, masks, labels, scores = predict_image(model, path, 0.5)
-                        write_image_outputs(out, f'{variant}_{prec}_{i}', image, masks, labels,
-                                            scores, names, palette)
-                    else:
-                        image = read_image(path, percentiles=reading_percentiles(model))
-                        start = time.perf_counter()
-                        with torch.autocast('cpu', dtype=dtype, enabled=dtype is not None):
-                            inference_detector(model, np.ascontiguousarray(image[..., ::-1]))
+                    t = (timed_predict(model, path, out, f'{variant}_{prec}_{i}', dtype)[0]
+                         if mode == 'predict' else timed_evaluate(model, path, dtype)[0])
                     if r:
-                        times.setdefault((mode, prec, variant), []).append(
-                            time.perf_counter() - start)
+                        times.setdefault((mode, prec, variant), []).append(t)
     print(f'{len(paths)} images, {torch.get_num_threads()} threads, {Path(args.checkpoint).name}')
     for mode in ('predict', 'eval'):
         for prec in precisions:

@@ -53,13 +53,7 @@ def run_trained(args: argparse.Namespace, work: Path) -> None:
     import numpy as np
     import torch
 
-    from cellseg.apis.predict import (
-        load_model,
-        model_classes,
-        predict_image,
-        reading_percentiles,
-        write_image_outputs,
-    )
+    from cellseg.apis.predict import load_model, reading_percentiles
     from cellseg.formats.images import read_image
 
     paths = sorted(glob.glob(args.predict_inputs))[:args.predict_trained_images]
@@ -73,7 +67,6 @@ def run_trained(args: argparse.Namespace, work: Path) -> None:
                                                  cfg_options=options)
         models['eval', settings] = load_model(ckpt, device='cpu', cfg_options=options)
     floor_model = models['eval', 'after']
-    names, palette = model_classes(floor_model)
     out = Path(tempfile.mkdtemp(dir=work))
     dtypes = {'fp32': None, 'bf16': torch.bfloat16}
 
@@ -86,22 +79,6 @@ def run_trained(args: argparse.Namespace, work: Path) -> None:
             floor_model.extract_feat(floor_model.data_preprocessor(
                 {'inputs': [x[0]], 'data_samples': None}, False)['inputs'])
             return time.perf_counter() - start
-
-    def predict(model: Any, path: str, name: str, dtype: torch.dtype | None) -> tuple[float, int]:
-        model.autocast_dtype = dtype
-        start = time.perf_counter()
-        image, masks, labels, scores = predict_image(model, path, 0.5)
-        rows = write_image_outputs(out, name, image, masks, labels, scores, names, palette).rows
-        return time.perf_counter() - start, len(rows)
-
-    def evaluate(model: Any, path: str, dtype: torch.dtype | None) -> tuple[float, int]:
-        from mmdet.apis import inference_detector
-
-        image = read_image(path, percentiles=reading_percentiles(model))
-        start = time.perf_counter()
-        with torch.autocast('cpu', dtype=dtype, enabled=dtype is not None):
-            result = inference_detector(model, np.ascontiguousarray(image[..., ::-1]))
-        return time.perf_counter() - start, len(result.pred_instances)
 
     times: dict[tuple, list[float]] = {}
     counts: dict[tuple, list[int]] = {}
@@ -116,8 +93,8 @@ def run_trained(args: argparse.Namespace, work: Path) -> None:
                 if r:
                     times.setdefault(('floor', '', prec), []).append(t)
                 for (mode, settings), model in models.items():
-                    t, n = (predict(model, path, f'{settings}_{prec}_{i}', dtype)
-                            if mode == 'predict' else evaluate(model, path, dtype))
+                    t, n = (timed_predict(model, path, out, f'{settings}_{prec}_{i}', dtype)
+                            if mode == 'predict' else timed_evaluate(model, path, dtype))
                     if r:
                         times.setdefault((mode, settings, prec), []).append(t)
                         counts.setdefault((mode, settings, prec), []).append(n)
@@ -136,7 +113,7 @@ def run_trained(args: argparse.Namespace, work: Path) -> None:
                f'{t * 1e3:.0f} ms per image, {t / mpx:.2f} s/MP, {t / base:.2f}x the float32 '
                f'floor{detections}', f'{base * 1e3:.0f} ms (float32 floor)',
                f'<= {goal:.0f}x' if goal else '', t / base <= goal if goal else None)
-    arithmetic(models, paths, floor, predict, evaluate)
+    arithmetic(models, paths, out, floor)
     for prec in dtypes:
         same = all((out / f'before_{prec}_{i}_labels.tif').read_bytes()
                    == (out / f'after_{prec}_{i}_labels.tif').read_bytes()
@@ -144,8 +121,38 @@ def run_trained(args: argparse.Namespace, work: Path) -> None:
         report('predict', f'label TIFFs of before and after identical, {prec}', str(same))
 
 
-def arithmetic(models: dict, paths: list[str], floor, predict,
-               evaluate) -> None:
+def timed_predict(model: Any, path: str, out: Path, name: str,
+                  dtype: Any = None) -> tuple[float, int]:
+    """``tools/predict.py --score-thr 0.5``'s work for one image, its outputs written to ``out``
+    as ``name``: seconds, instances. ``dtype``: the autocast's (None: float32)."""
+    from cellseg.apis.predict import model_classes, predict_image, write_image_outputs
+
+    names, palette = model_classes(model)
+    model.autocast_dtype = dtype
+    start = time.perf_counter()
+    image, masks, labels, scores = predict_image(model, path, 0.5)
+    rows = write_image_outputs(out, name, image, masks, labels, scores, names, palette).rows
+    return time.perf_counter() - start, len(rows)
+
+
+def timed_evaluate(model: Any, path: str, dtype: Any = None) -> tuple[float, int]:
+    """The model on one image at its config's threshold, as ``tools/test.py`` runs it (image
+    read before the clock starts): seconds, detections."""
+    import numpy as np
+    import torch
+    from mmdet.apis import inference_detector
+
+    from cellseg.apis.predict import reading_percentiles
+    from cellseg.formats.images import read_image
+
+    image = read_image(path, percentiles=reading_percentiles(model))
+    start = time.perf_counter()
+    with torch.autocast('cpu', dtype=dtype, enabled=dtype is not None):
+        result = inference_detector(model, np.ascontiguousarray(image[..., ::-1]))
+    return time.perf_counter() - start, len(result.pred_instances)
+
+
+def arithmetic(models: dict, paths: list[str], out: Path, floor) -> None:
     """GFLOP per image of the floor and of the 'after' variants in float32 (mean over images),
     each against the floor's."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -163,9 +170,9 @@ def arithmetic(models: dict, paths: list[str], floor, predict,
         for i, path in enumerate(paths):
             with FlopCounterMode(display=False) as counter:
                 if mode == 'predict':
-                    predict(model, path, f'flops_{i}', None)
+                    timed_predict(model, path, out, f'flops_{i}')
                 else:
-                    evaluate(model, path, None)
+                    timed_evaluate(model, path)
             counted.append(counter.get_total_flops())
         total = statistics.mean(counted)
         report('predict', f'{mode} (after), arithmetic',
