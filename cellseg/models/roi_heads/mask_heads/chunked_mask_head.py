@@ -25,10 +25,9 @@ class ChunkedMaskHead(FCNMaskHead):
     On the CPU, the upsampling deconvolution and the logits run on channels-last tensors: fed
     mmdet's NCHW tensors, PyTorch's oneDNN deconvolution converts layouts around the computation,
     and the conversions cost more than the computation (``benchmarks/speed.py --only predict``
-    times both heads). The
-    deconvolution gives the same bits either way; the 1x1 logits convolution sums its 256
-    channels in another order, so logits differ from ``FCNMaskHead``'s in the last bits
-    (tests/test_speed_equivalences.py).
+    times both heads). The logits may then differ from ``FCNMaskHead``'s in the last bits (the
+    1x1 convolution sums its channels in another order); what that does to the outputs is in
+    docs/speed.md.
 
     Layers, losses, weights and checkpoints are ``FCNMaskHead``'s, so a
     config switches with ``mask_head=dict(type='ChunkedMaskHead')``. ``pred_instances.masks`` is
