@@ -54,17 +54,22 @@ def main(argv: list[str] | None = None) -> int:
                 head = model.roi_head.mask_head
                 head.forward = types.MethodType(FCNMaskHead.forward, head)
             models[mode, variant] = model
-    out = Path(tempfile.mkdtemp())
     times: dict[tuple, list[float]] = {}
     precisions = {'fp32': None, 'bf16': torch.bfloat16}
-    for r in range(2):  # pass 0 warms up
-        for i, path in enumerate(paths):
-            for prec, dtype in precisions.items():
-                for (mode, variant), model in models.items():
-                    t = (timed_predict(model, path, out, f'{variant}_{prec}_{i}', dtype)[0]
-                         if mode == 'predict' else timed_evaluate(model, path, dtype)[0])
-                    if r:
-                        times.setdefault((mode, prec, variant), []).append(t)
+    with tempfile.TemporaryDirectory() as tmp:  # outputs kept only to compare them
+        out = Path(tmp)
+        for r in range(2):  # pass 0 warms up
+            for i, path in enumerate(paths):
+                for prec, dtype in precisions.items():
+                    for (mode, variant), model in models.items():
+                        t = (timed_predict(model, path, out, f'{variant}_{prec}_{i}', dtype)[0]
+                             if mode == 'predict' else timed_evaluate(model, path, dtype)[0])
+                        if r:
+                            times.setdefault((mode, prec, variant), []).append(t)
+        same = {prec: all((out / f'old_{prec}_{i}_labels.tif').read_bytes()
+                          == (out / f'new_{prec}_{i}_labels.tif').read_bytes()
+                          for i in range(len(paths)))
+                for prec in precisions}
     print(f'{len(paths)} images, {torch.get_num_threads()} threads, {Path(args.checkpoint).name}')
     for mode in ('predict', 'eval'):
         for prec in precisions:
@@ -73,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f'{mode} {prec}: FCNMaskHead.forward {old * 1e3:.0f} ms, ChunkedMaskHead.forward '
                   f'{new * 1e3:.0f} ms per image, new / old {new / old:.3f}')
     for prec in precisions:
-        same = all((out / f'old_{prec}_{i}_labels.tif').read_bytes()
-                   == (out / f'new_{prec}_{i}_labels.tif').read_bytes() for i in range(len(paths)))
-        print(f'{prec}: label TIFFs of old and new identical: {same}')
+        print(f'{prec}: label TIFFs of old and new identical: {same[prec]}')
     return 0
 
 

@@ -29,15 +29,15 @@ class ChunkedMaskHead(FCNMaskHead):
     1x1 convolution sums its channels in another order); what that does to the outputs is in
     docs/speed.md.
 
-    Layers, losses, weights and checkpoints are ``FCNMaskHead``'s, so a
-    config switches with ``mask_head=dict(type='ChunkedMaskHead')``. ``pred_instances.masks`` is
-    then a list of N pycocotools RLE dicts, the form ``TiledMaskRCNN`` already gives for tiled
-    images: ``CocoMetric`` (and the submission writer after it) and ``cellseg.apis.predict``
-    take it. mmdet's ``DetLocalVisualizer`` does not: ``CellVisualizationHook``
+    Layers, losses, weights and checkpoints are ``FCNMaskHead``'s, so a config switches with
+    ``mask_head=dict(type='ChunkedMaskHead')``. ``pred_instances.masks`` is then a list of N
+    pycocotools RLE dicts, the form ``TiledMaskRCNN`` already gives for tiled images:
+    ``CocoMetric`` (and the submission writer after it) and ``cellseg.apis.predict`` take it.
+    mmdet's ``DetLocalVisualizer`` does not: ``CellVisualizationHook``
     (``cellseg/engine/hooks/cell_visualization_hook.py``) decodes the masks it draws. A negative
-    ``mask_thr_binary`` (soft masks, for debugging) falls back to ``FCNMaskHead``'s uint8 tensor.
-    ``ChunkedRoIHead`` bounds what comes before the paste: the RoI features and the layers'
-    outputs.
+    ``mask_thr_binary`` (soft masks, for debugging) falls back to ``FCNMaskHead``'s uint8
+    tensor. ``ChunkedRoIHead`` bounds what comes before the paste: the RoI features and the
+    layers' outputs.
     """
 
     def __init__(self, *args, paste_chunk_pixels: int = DEFAULT_CHUNK_PIXELS, **kwargs) -> None:
